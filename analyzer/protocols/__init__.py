@@ -1,0 +1,1 @@
+"""Application decoders, one module per protocol, dispatched by name (STYLE.md habit 6)."""
