@@ -203,7 +203,13 @@ class DetectingDecoder:
         self._gapped = False
         self._inner: StreamDecoder | None = None
         if protocol is not None:
-            self._inner = make_decoder(protocol, ids, options)
+            self._inner = self._build(protocol)
+
+    def _build(self, protocol: str) -> StreamDecoder:
+        # TLS hands its plaintext to another DetectingDecoder, which wants the ports as hints.
+        if protocol == "tls":
+            return make_decoder(protocol, self._ids, self._options, ports=self._ports)
+        return make_decoder(protocol, self._ids, self._options)
 
     @property
     def decided(self) -> bool:
@@ -215,7 +221,7 @@ class DetectingDecoder:
         )
         if protocol is None:
             return []
-        self._inner = make_decoder(protocol, self._ids, self._options)
+        self._inner = self._build(protocol)
         events: list[Event] = []
         for call, direction, value, ordinal, ts in self._held:
             if call == "feed":

@@ -1,0 +1,372 @@
+"""The byte ledger of DESIGN.md section 3: every byte of every packet, charged exactly once.
+
+Decoders say which stream bytes belong to whom (``Span`` events, in stream offsets).  Packets say
+which stream bytes they carried and how many header bytes they spent.  ``ConnectionLedger`` joins
+the two: a packet waits in a bounded queue until the decoder has spanned every byte it carried,
+then its payload bytes go to the spans' owners and layers, and its link, IP and TCP header bytes
+are split among those owners in proportion to their share of the payload
+(``analyzer.apportion``).  A pure ACK goes to the owner of the newest byte it acknowledges.
+
+Invariants (tested on every capture): per connection, the rows of all owners sum to the wire bytes
+of its packets, and every row's layers sum to the row.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from analyzer.apportion import apportion
+from analyzer.events import (
+    CONTROL,
+    IP,
+    LINK,
+    N_LAYERS,
+    OPAQUE,
+    SETUP,
+    TCP,
+    TEARDOWN,
+    UNDECODED,
+    Anomaly,
+    Event,
+    MessageAnswered,
+    MessageEnded,
+    MessageNote,
+    MessageStarted,
+    ProtocolIdentified,
+    SetupEnded,
+    Span,
+    TlsHandshake,
+)
+
+#: Spans kept per direction behind the decoding frontier, for charging retransmissions and ACKs
+#: of bytes already decoded.  Both look back at most about one window; 64 Ki spans cover several
+#: windows even of tiny HTTP/2 frames.
+MAX_SPANS = 65536
+#: Packets per direction waiting for their bytes to be decoded.  A decoder holds at most one
+#: incomplete frame or header block (bounded by its own limits), so this is never reached by
+#: sane traffic; past it the oldest packets are charged with what is known.
+MAX_PENDING_PACKETS = 65536
+#: Direction changes remembered for counting setup turns (a turn per change back to orig).
+MAX_SETUP_TURNS = 1024
+
+Row = list[int]
+# A waiting data packet: (start, captured_end, wire_end, link, ip, tcp)
+_Pending = tuple[int, int, int, int, int, int]
+# A waiting pure ACK of this direction's bytes: (newest acknowledged offset, link, ip, tcp)
+_PendingAck = tuple[int, int, int, int]
+
+
+def new_row() -> Row:
+    return [0] * N_LAYERS
+
+
+@dataclass(slots=True)
+class MessageState:
+    """What the ledger knows of one message while its connection is open."""
+
+    message: int
+    protocol: str
+    kind: str
+    sender: int
+    start_ordinal: int
+    start_ts: float
+    answered_ordinal: int | None = None
+    end_ts: float | None = None
+    detail: dict[str, object] = field(default_factory=dict)
+
+
+class DirectionLedger:
+    """Spans of one direction's stream, and the packets and ACKs waiting on them."""
+
+    __slots__ = ("acks", "frontier", "loose", "origin", "pending", "spans", "starts")
+
+    def __init__(self) -> None:
+        #: contiguous spans from ``origin`` to ``frontier``: (start, end, owner, layer)
+        self.spans: list[tuple[int, int, int, int]] = []
+        self.starts: list[int] = []
+        self.origin = 0
+        self.frontier = 0
+        #: spans beyond the frontier (emitted early), sorted by start
+        self.loose: list[tuple[int, int, int, int]] = []
+        self.pending: deque[_Pending] = deque()
+        self.acks: deque[_PendingAck] = deque()
+
+    def add(self, start: int, end: int, owner: int, layer: int) -> bool:
+        """Record a span; True when the frontier moved."""
+        if start == self.frontier and not self.loose:
+            self._append(start, end, owner, layer)
+            return True
+        if start < self.frontier:
+            return False  # overlaps what is already decoded: the caller records the anomaly
+        bisect.insort(self.loose, (start, end, owner, layer))
+        moved = False
+        while self.loose and self.loose[0][0] == self.frontier:
+            self._append(*self.loose.pop(0))
+            moved = True
+        return moved
+
+    def _append(self, start: int, end: int, owner: int, layer: int) -> None:
+        spans = self.spans
+        if spans:
+            last = spans[-1]
+            if last[1] == start and last[2] == owner and last[3] == layer:
+                spans[-1] = (last[0], end, owner, layer)
+                self.frontier = end
+                return
+        spans.append((start, end, owner, layer))
+        self.starts.append(start)
+        self.frontier = end
+        if len(spans) > MAX_SPANS:
+            drop = MAX_SPANS // 2
+            self.origin = spans[drop][0]
+            del spans[:drop]
+            del self.starts[:drop]
+
+    def fill(self, end: int) -> None:
+        """Charge every byte up to ``end`` that nobody spanned to UNDECODED/OPAQUE."""
+        while self.loose or self.frontier < end:
+            if not self.loose:
+                self._append(self.frontier, end, UNDECODED, OPAQUE)
+                break
+            start, stop, owner, layer = self.loose.pop(0)
+            if start < self.frontier:
+                continue  # overlaps decoded bytes: already reported as an anomaly
+            if start > self.frontier:
+                self._append(self.frontier, start, UNDECODED, OPAQUE)
+            self._append(start, stop, owner, layer)
+
+    def owner_at(self, offset: int) -> int | None:
+        """The owner of stream byte ``offset``, None when it is not (or no longer) known."""
+        if offset < self.origin or offset >= self.frontier:
+            return None
+        index = bisect.bisect_right(self.starts, offset) - 1
+        return self.spans[index][2] if index >= 0 else None
+
+
+class ConnectionLedger:
+    """Rows of bytes per owner and layer for one connection, fed by packets and decoder events."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, Row] = {}
+        self.dirs = (DirectionLedger(), DirectionLedger())
+        self.messages: dict[int, MessageState] = {}
+        self.anomalies: Counter[str] = Counter()
+        self.protocol = "unknown"
+        self.handshakes: list[TlsHandshake] = []
+        self.setup_hint: int | None = None
+        #: (ordinal, direction) of data-bearing packets, one per change of direction
+        self.turns: list[tuple[int, int]] = []
+
+    # -- packets ----------------------------------------------------------------------------
+
+    def charge_headers(self, owner: int, link: int, ip: int, tcp: int) -> None:
+        """A packet whose every byte goes to one owner (SYN, FIN, RST, a resolved pure ACK)."""
+        row = self.rows.get(owner)
+        if row is None:
+            row = self.rows[owner] = new_row()
+        row[LINK] += link
+        row[IP] += ip
+        row[TCP] += tcp
+
+    def data_packet(
+        self, direction: int, start: int, captured: int, wire: int, link: int, ip: int, tcp: int
+    ) -> None:
+        """A packet carried stream bytes ``[start, start + wire)``, ``captured`` of them seen."""
+        entry = (start, start + captured, start + wire, link, ip, tcp)
+        side = self.dirs[direction]
+        if entry[1] <= side.frontier:
+            self._settle(side, entry)
+            return
+        side.pending.append(entry)
+        if len(side.pending) > MAX_PENDING_PACKETS:
+            self.anomalies["wireprobe.pending_overflow"] += 1
+            self._settle(side, side.pending.popleft())
+
+    def pure_ack(self, direction: int, newest: int | None, link: int, ip: int, tcp: int) -> None:
+        """A pure ACK from ``direction`` whose newest acknowledged byte of the other direction
+        is at offset ``newest`` (None: it acknowledges nothing known)."""
+        if newest is None:
+            self.charge_headers(CONTROL, link, ip, tcp)
+            return
+        other = self.dirs[1 - direction]
+        if newest < other.frontier:
+            self.charge_headers(self._ack_owner(other, newest), link, ip, tcp)
+            return
+        other.acks.append((newest, link, ip, tcp))
+        if len(other.acks) > MAX_PENDING_PACKETS:
+            self.anomalies["wireprobe.pending_overflow"] += 1
+            self._settle_ack(other, other.acks.popleft())
+
+    def _ack_owner(self, side: DirectionLedger, offset: int) -> int:
+        owner = side.owner_at(offset)
+        if owner is None or owner == UNDECODED:
+            return CONTROL
+        return owner
+
+    def _settle_ack(self, side: DirectionLedger, entry: _PendingAck) -> None:
+        newest, link, ip, tcp = entry
+        self.charge_headers(self._ack_owner(side, newest), link, ip, tcp)
+
+    def _settle(self, side: DirectionLedger, entry: _Pending) -> None:
+        start, captured_end, wire_end, link, ip, tcp = entry
+        weights: dict[int, int] = {}
+        rows = self.rows
+        if start < side.origin:
+            # Before the stream we follow (mid-connection start) or older than the span history.
+            cut = min(side.origin, captured_end)
+            weights[UNDECODED] = cut - start
+            self._add(UNDECODED, OPAQUE, cut - start)
+            start = cut
+        if start < captured_end:
+            spans = side.spans
+            index = max(bisect.bisect_right(side.starts, start) - 1, 0)
+            position = start
+            while position < captured_end and index < len(spans):
+                s_start, s_end, owner, layer = spans[index]
+                stop = min(s_end, captured_end)
+                if stop > position:
+                    n = stop - position
+                    row = rows.get(owner)
+                    if row is None:
+                        row = rows[owner] = new_row()
+                    row[layer] += n
+                    weights[owner] = weights.get(owner, 0) + n
+                    position = stop
+                index += 1
+            if position < captured_end:  # beyond the frontier: forced out by a bound
+                self._add(UNDECODED, OPAQUE, captured_end - position)
+                weights[UNDECODED] = weights.get(UNDECODED, 0) + captured_end - position
+        if wire_end > captured_end:
+            # Bytes the snaplen cut off: on the wire, but their layer cannot be known.
+            self._add(UNDECODED, OPAQUE, wire_end - captured_end)
+            weights[UNDECODED] = weights.get(UNDECODED, 0) + wire_end - captured_end
+        self._split_headers(weights, link, ip, tcp)
+
+    def charge(self, owner: int, layer: int, n: int) -> None:
+        """``n`` bytes of ``layer`` to ``owner``, outside any stream (an RST's payload)."""
+        if n:
+            self._add(owner, layer, n)
+
+    def _add(self, owner: int, layer: int, n: int) -> None:
+        row = self.rows.get(owner)
+        if row is None:
+            row = self.rows[owner] = new_row()
+        row[layer] += n
+
+    def _split_headers(self, weights: dict[int, int], link: int, ip: int, tcp: int) -> None:
+        if len(weights) == 1:
+            self.charge_headers(next(iter(weights)), link, ip, tcp)
+            return
+        owners = list(weights)
+        shares = list(weights.values())
+        for layer, total in ((LINK, link), (IP, ip), (TCP, tcp)):
+            for owner, part in zip(owners, apportion(total, shares), strict=True):
+                if part:
+                    self._add(owner, layer, part)
+
+    def gap(self, direction: int, start: int, end: int) -> None:
+        """Stream bytes ``[start, end)`` were never captured: no packet will claim them, but
+        the frontier must pass them."""
+        side = self.dirs[direction]
+        if side.add(start, end, UNDECODED, OPAQUE):
+            self._release(side)
+
+    # -- decoder events ---------------------------------------------------------------------
+
+    def apply(self, events: list[Event]) -> None:
+        for event in events:
+            if type(event) is Span:
+                self._span(event)
+            else:
+                self._event(event)
+
+    def _span(self, span: Span) -> None:
+        side = self.dirs[span.direction]
+        if span.end <= span.start:
+            return
+        if not side.add(span.start, span.end, span.owner, span.layer):
+            if span.start < side.frontier:
+                self.anomalies["wireprobe.span_overlap"] += 1
+            return
+        self._release(side)
+
+    def _release(self, side: DirectionLedger) -> None:
+        frontier = side.frontier
+        pending = side.pending
+        while pending and pending[0][1] <= frontier:
+            self._settle(side, pending.popleft())
+        acks = side.acks
+        while acks and acks[0][0] < frontier:
+            self._settle_ack(side, acks.popleft())
+
+    def _event(self, event: Event) -> None:
+        if isinstance(event, MessageStarted):
+            self.messages[event.message] = MessageState(
+                message=event.message,
+                protocol=event.protocol,
+                kind=event.kind,
+                sender=event.sender,
+                start_ordinal=event.ordinal,
+                start_ts=event.ts,
+            )
+        elif isinstance(event, MessageAnswered):
+            state = self.messages.get(event.message)
+            if state is not None and state.answered_ordinal is None:
+                state.answered_ordinal = event.ordinal
+        elif isinstance(event, MessageEnded):
+            state = self.messages.get(event.message)
+            if state is not None:
+                state.end_ts = event.ts
+        elif isinstance(event, MessageNote):
+            state = self.messages.get(event.message)
+            if state is not None:
+                state.detail[event.key] = event.value
+        elif isinstance(event, Anomaly):
+            self.anomalies[event.name] += event.count
+        elif isinstance(event, ProtocolIdentified):
+            self.protocol = event.protocol
+        elif isinstance(event, SetupEnded):
+            if self.setup_hint is None:
+                self.setup_hint = event.ordinal
+        elif isinstance(event, TlsHandshake):
+            self.handshakes.append(event)
+
+    # -- the end ----------------------------------------------------------------------------
+
+    def note_data(self, ordinal: int, direction: int) -> None:
+        """A packet carried new stream data (for counting setup turns)."""
+        turns = self.turns
+        if (not turns or turns[-1][1] != direction) and len(turns) < MAX_SETUP_TURNS:
+            turns.append((ordinal, direction))
+
+    def close(self, stream_ends: tuple[int, int]) -> None:
+        """No more events: charge what is still waiting (unspanned bytes to UNDECODED)."""
+        for direction, side in enumerate(self.dirs):
+            end = max([stream_ends[direction], side.frontier] + [p[1] for p in side.pending])
+            if side.loose or side.frontier < stream_ends[direction]:
+                # A decoder broke the contract of events.py; the ledger still balances.
+                self.anomalies["wireprobe.unspanned_bytes"] += 1
+            side.fill(end)
+            self._release(side)
+            while side.pending:
+                self._settle(side, side.pending.popleft())
+            while side.acks:
+                self._settle_ack(side, side.acks.popleft())
+
+    def wire_bytes(self) -> int:
+        return sum(sum(row) for row in self.rows.values())
+
+    def bucket(self, owner: int) -> int:
+        row = self.rows.get(owner)
+        return sum(row) if row else 0
+
+
+def layer_dict(row: Row) -> dict[str, int]:
+    from analyzer.events import LAYER_NAMES
+
+    return dict(zip(LAYER_NAMES, row, strict=True))
+
+
+__all__ = ["SETUP", "TEARDOWN", "ConnectionLedger", "MessageState", "layer_dict", "new_row"]

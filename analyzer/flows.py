@@ -1,0 +1,384 @@
+"""The connection table: TCP segments to connections, directions, streams and the ledger.
+
+This is the per-packet hot path (DESIGN.md section 7): one dict lookup finds the connection and
+the direction together, pure ACKs take a short path, and application bytes reach a decoder only
+once reassembled.  Connections end on a new SYN for a closed 4-tuple, after an idle timeout, or
+at the end of the capture; each ending produces records for the report at once, so memory follows
+the number of connections open at the same time, not the length of the capture.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+from analyzer.accounting import ConnectionLedger
+from analyzer.detect import PORT_HINTS, DetectingDecoder, OpaqueDecoder
+from analyzer.events import (
+    CONTROL,
+    OPAQUE,
+    SETUP,
+    TEARDOWN,
+    Event,
+    MessageIds,
+    StreamDecoder,
+)
+from analyzer.options import AnalyzeOptions
+from analyzer.reassembly import Piece, StreamAssembler
+
+FIN = 0x01
+SYN = 0x02
+RST = 0x04
+ACK = 0x10
+
+#: Capture seconds a closed connection (FIN both ways, or RST) stays in the table so that late
+#: ACKs and retransmitted FINs still land in it instead of starting a phantom connection.
+CLOSED_LINGER_S = 60.0
+#: Capture seconds between sweeps of the table for idle and closed connections.
+SWEEP_INTERVAL_S = 10.0
+
+Segment = tuple[
+    bytes, bytes, int, int, int, int, int, int, bytes, int, int, int, int, str | None
+]
+
+
+class Connection:
+    """One TCP connection: both directions' reassembly, its decoder and its ledger."""
+
+    __slots__ = (
+        "ack_ts",
+        "anomalies",
+        "asm",
+        "closed_ts",
+        "decoder",
+        "delivered",
+        "fin",
+        "first_ts",
+        "id",
+        "last_ts",
+        "ledger",
+        "orig",
+        "packets",
+        "resp",
+        "rst",
+        "syn_ts",
+        "synack_ts",
+        "tcp_handshake",
+        "wire",
+    )
+
+    def __init__(
+        self,
+        orig: tuple[bytes, int],
+        resp: tuple[bytes, int],
+        ts: float,
+        decoder: StreamDecoder,
+    ) -> None:
+        self.orig = orig
+        self.resp = resp
+        self.first_ts = ts
+        self.last_ts = ts
+        self.id = connection_id(orig, resp, ts)
+        self.asm = (StreamAssembler(), StreamAssembler())
+        self.ledger = ConnectionLedger()
+        self.decoder = decoder
+        self.delivered = [0, 0]
+        self.packets = [0, 0]
+        self.wire = [0, 0]
+        self.tcp_handshake = False
+        self.syn_ts: float | None = None
+        self.synack_ts: float | None = None
+        self.ack_ts: float | None = None
+        self.fin = [False, False]
+        self.rst = False
+        self.closed_ts: float | None = None
+        self.anomalies: dict[str, int] = {}
+
+    def feed(self, direction: int, pieces: list[Piece], ordinal: int, ts: float) -> None:
+        """Hand reassembled pieces to the decoder and its events to the ledger."""
+        ledger = self.ledger
+        position = self.delivered[direction]
+        for kind, value in pieces:
+            if kind == "data":
+                assert isinstance(value, bytes)
+                self.delivered[direction] = position + len(value)
+                ledger.apply(self._call("feed", direction, value, ordinal, ts))
+                position += len(value)
+            else:
+                assert isinstance(value, int)
+                ledger.gap(direction, position, position + value)
+                self.delivered[direction] = position + value
+                ledger.apply(self._call("gap", direction, value, ordinal, ts))
+                position += value
+
+    def eof(self, direction: int, ordinal: int, ts: float) -> None:
+        self.ledger.apply(self._call("eof", direction, 0, ordinal, ts))
+
+    def _call(
+        self, name: str, direction: int, value: bytes | int, ordinal: int, ts: float
+    ) -> list[Event]:
+        """Call the decoder; a decoder bug costs this connection its decoding, not the run."""
+        decoder = self.decoder
+        try:
+            if name == "feed":
+                assert isinstance(value, bytes)
+                return decoder.feed(direction, value, ordinal, ts)
+            if name == "gap":
+                assert isinstance(value, int)
+                return decoder.gap(direction, value, ordinal, ts)
+            if name == "eof":
+                return decoder.eof(direction, ordinal, ts)
+            return decoder.finish(ts)
+        except Exception:  # noqa: BLE001 - any decoder failure becomes an anomaly
+            self.ledger.anomalies["wireprobe.decoder_error"] += 1
+            # Bytes already given to the failed decoder are charged as undecoded at close.
+            self.decoder = OpaqueDecoder(self.ledger.protocol, base=(self.delivered[0], self.delivered[1]))
+            return []
+
+    def finish(self, ts: float) -> None:
+        """Flush reassembly and the decoder; charge everything still waiting."""
+        for direction in (0, 1):
+            pieces = self.asm[direction].flush()
+            if pieces:
+                self.feed(direction, pieces, 0, ts)
+        self.ledger.apply(self._call("finish", 0, 0, 0, ts))
+        self.ledger.close((self.delivered[0], self.delivered[1]))
+
+
+def connection_id(orig: tuple[bytes, int], resp: tuple[bytes, int], ts: float) -> str:
+    """A stable id from the flow key and first timestamp (STYLE.md: never clock or random)."""
+    key = b"%s:%d>%s:%d@%d" % (orig[0], orig[1], resp[0], resp[1], round(ts * 1e6))
+    return "C" + hashlib.blake2b(key, digest_size=6).hexdigest()
+
+
+def _orig_is_source(flags: int, sport: int, dport: int) -> bool:
+    """Who originated a connection whose first packet we see now (DESIGN.md section 2).
+
+    A SYN says so; a SYN-ACK says the other side did.  Without either (the capture started
+    mid-connection) the first packet's sender is orig, unless its port is a well-known server
+    port and the other is not: then it is most likely a response and the other side is orig.
+    """
+    if flags & SYN:
+        return not flags & ACK
+    src_server = sport in PORT_HINTS or sport < 1024
+    dst_server = dport in PORT_HINTS or dport < 1024
+    return not (src_server and not dst_server)
+
+
+class FlowTable:
+    """All open connections, keyed by the 4-tuple in both orientations."""
+
+    def __init__(
+        self, options: AnalyzeOptions, on_finished: Callable[[Connection], None]
+    ) -> None:
+        self._options = options
+        self._on_finished = on_finished
+        self._table: dict[tuple[bytes, int, bytes, int], tuple[Connection, int]] = {}
+        self._next_sweep = 0.0
+
+    def __len__(self) -> int:
+        return len(self._table) // 2
+
+    # -- the hot path -----------------------------------------------------------------------
+
+    def packet(self, seg: Segment, ts: float, ordinal: int, wire_len: int) -> None:
+        src, dst, sport, dport, seq, ack, flags, _win, payload, plen, link, ip, tcp, odd = seg
+        entry = self._table.get((src, sport, dst, dport))
+        if entry is None or (
+            (flags & SYN and not flags & ACK and self._restarts(entry, seq))
+            or ts - entry[0].last_ts > self._options.idle_timeout_s
+        ):
+            if entry is not None:
+                self._finish(entry[0], ts)
+            entry = self._open(src, sport, dst, dport, flags, ts)
+        conn, direction = entry
+        conn.last_ts = ts
+        conn.packets[direction] += 1
+        conn.wire[direction] += wire_len
+        if odd is not None:
+            conn.anomalies[odd] = conn.anomalies.get(odd, 0) + 1
+        asm = conn.asm[direction]
+        if flags & (SYN | RST):
+            self._syn_or_rst(conn, direction, flags, seq, payload, plen, link, ip, tcp, ordinal, ts)
+        elif plen:
+            if asm.base is None:
+                asm.base = seq
+            self._data(conn, direction, seq, payload, plen, link, ip, tcp, ordinal, ts)
+        elif flags & FIN:
+            if asm.base is None:
+                asm.base = seq
+            conn.ledger.charge_headers(TEARDOWN, link, ip, tcp)
+        else:
+            if asm.base is None:
+                asm.base = seq
+            self._pure_ack(conn, direction, flags, ack, link, ip, tcp, ordinal, ts)
+            return
+        if flags & FIN and not conn.fin[direction]:
+            self._fin(conn, direction, seq, plen, ordinal, ts)
+        if flags & ACK:
+            other = conn.asm[1 - direction]
+            if other.held_bytes and other.base is not None:
+                pieces = other.acked(other.offset(ack))
+                if pieces:
+                    conn.feed(1 - direction, pieces, ordinal, ts)
+        if ts >= self._next_sweep:
+            self._sweep(ts)
+
+    def _pure_ack(
+        self,
+        conn: Connection,
+        direction: int,
+        flags: int,
+        ack: int,
+        link: int,
+        ip: int,
+        tcp: int,
+        ordinal: int,
+        ts: float,
+    ) -> None:
+        other = conn.asm[1 - direction]
+        if not flags & ACK or other.base is None:
+            conn.ledger.charge_headers(CONTROL, link, ip, tcp)
+        else:
+            newest = other.offset(ack) - 1
+            if newest == -1 and other.syn_seen:
+                conn.ledger.charge_headers(SETUP, link, ip, tcp)
+                if conn.ack_ts is None and direction == 0 and conn.synack_ts is not None:
+                    conn.ack_ts = ts
+            elif other.fin_offset is not None and newest >= other.fin_offset:
+                conn.ledger.charge_headers(TEARDOWN, link, ip, tcp)
+            elif newest < 0:
+                conn.ledger.charge_headers(CONTROL, link, ip, tcp)
+            else:
+                conn.ledger.pure_ack(direction, newest, link, ip, tcp)
+                if other.held_bytes:
+                    pieces = other.acked(newest + 1)
+                    if pieces:
+                        conn.feed(1 - direction, pieces, ordinal, ts)
+        if ts >= self._next_sweep:
+            self._sweep(ts)
+
+    def _data(
+        self,
+        conn: Connection,
+        direction: int,
+        seq: int,
+        payload: bytes,
+        plen: int,
+        link: int,
+        ip: int,
+        tcp: int,
+        ordinal: int,
+        ts: float,
+    ) -> None:
+        asm = conn.asm[direction]
+        start = asm.offset(seq)
+        pieces = asm.segment(start, payload, plen)
+        conn.ledger.data_packet(direction, start, len(payload), plen, link, ip, tcp)
+        if pieces:
+            conn.ledger.note_data(ordinal, direction)
+            conn.feed(direction, pieces, ordinal, ts)
+
+    def _syn_or_rst(
+        self,
+        conn: Connection,
+        direction: int,
+        flags: int,
+        seq: int,
+        payload: bytes,
+        plen: int,
+        link: int,
+        ip: int,
+        tcp: int,
+        ordinal: int,
+        ts: float,
+    ) -> None:
+        if flags & RST:
+            # An RST ends both directions; text some stacks put in it is not stream data.
+            conn.ledger.charge_headers(TEARDOWN, link, ip, tcp)
+            conn.ledger.charge(TEARDOWN, OPAQUE, plen)
+            if not conn.rst:
+                conn.rst = True
+                conn.closed_ts = ts
+                for side in (0, 1):
+                    if not conn.fin[side]:
+                        conn.eof(side, ordinal, ts)
+            return
+        asm = conn.asm[direction]
+        asm.syn(seq)
+        if flags & ACK:
+            conn.synack_ts = conn.synack_ts or ts
+        else:
+            conn.tcp_handshake = True
+            conn.syn_ts = conn.syn_ts or ts
+        if plen:
+            # TCP Fast Open data: the SYN's headers are setup, its payload is stream data.
+            conn.ledger.charge_headers(SETUP, link, ip, tcp)
+            self._data(conn, direction, (seq + 1) % (1 << 32), payload, plen, 0, 0, 0, ordinal, ts)
+        else:
+            conn.ledger.charge_headers(SETUP, link, ip, tcp)
+
+    def _fin(
+        self, conn: Connection, direction: int, seq: int, plen: int, ordinal: int, ts: float
+    ) -> None:
+        asm = conn.asm[direction]
+        asm.fin_offset = asm.offset(seq) + plen
+        conn.fin[direction] = True
+        conn.eof(direction, ordinal, ts)
+        if conn.fin[1 - direction]:
+            conn.closed_ts = ts
+
+    # -- table management -------------------------------------------------------------------
+
+    def _restarts(self, entry: tuple[Connection, int], seq: int) -> bool:
+        """A SYN on a known 4-tuple starts a new connection unless it retransmits the first."""
+        conn, direction = entry
+        if conn.closed_ts is not None:
+            return True
+        asm = conn.asm[direction]
+        return asm.syn_seen and asm.base != (seq + 1) % (1 << 32)
+
+    def _open(
+        self, src: bytes, sport: int, dst: bytes, dport: int, flags: int, ts: float
+    ) -> tuple[Connection, int]:
+        if _orig_is_source(flags, sport, dport):
+            orig, resp = (src, sport), (dst, dport)
+        else:
+            orig, resp = (dst, dport), (src, sport)
+        decoder = DetectingDecoder(MessageIds(), self._options.decode, (orig[1], resp[1]))
+        conn = Connection(orig, resp, ts, decoder)
+        forward = (conn, 0)
+        backward = (conn, 1)
+        self._table[(orig[0], orig[1], resp[0], resp[1])] = forward
+        self._table[(resp[0], resp[1], orig[0], orig[1])] = backward
+        return forward if orig == (src, sport) else backward
+
+    def _finish(self, conn: Connection, ts: float) -> None:
+        orig, resp = conn.orig, conn.resp
+        for key in ((orig[0], orig[1], resp[0], resp[1]), (resp[0], resp[1], orig[0], orig[1])):
+            if self._table.get(key, (None,))[0] is conn:
+                del self._table[key]
+        conn.finish(max(ts, conn.last_ts))
+        self._on_finished(conn)
+
+    def _sweep(self, ts: float) -> None:
+        self._next_sweep = ts + SWEEP_INTERVAL_S
+        idle = self._options.idle_timeout_s
+        done = []
+        for conn, direction in self._table.values():
+            if direction:
+                continue
+            if ts - conn.last_ts > idle or (
+                conn.closed_ts is not None and ts - conn.closed_ts > CLOSED_LINGER_S
+            ):
+                done.append(conn)
+        for conn in sorted(done, key=lambda c: (c.first_ts, c.id)):
+            self._finish(conn, conn.last_ts)
+
+    def close(self) -> None:
+        """End of the capture: finish every connection, oldest first."""
+        conns = sorted(
+            {id(c): c for c, _ in self._table.values()}.values(), key=lambda c: c.first_ts
+        )
+        for conn in conns:
+            self._finish(conn, conn.last_ts)

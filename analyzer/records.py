@@ -1,0 +1,239 @@
+"""A finished connection becomes its records: the JSON contract of DESIGN.md section 5.
+
+Pure: takes a finished ``Connection``, returns plain dicts (the report and the JSON writer only
+serialise them).  ``Summary`` folds records into the per-protocol figures as they stream past.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from analyzer.events import (
+    BUCKET_NAMES,
+    CONTROL,
+    LAYER_NAMES,
+    N_LAYERS,
+    PAYLOAD,
+    SETUP,
+    TEARDOWN,
+    UNDECODED,
+)
+from analyzer.flows import Connection
+from analyzer.packets import format_endpoint
+from analyzer.roundtrips import message_round_trips, setup_round_trips
+
+Record = dict[str, Any]
+
+#: Protocols whose connections carry messages once decoded.
+MESSAGE_PROTOCOLS = ("http1", "http2", "amqp")
+
+
+def _layers(row: list[int]) -> dict[str, int]:
+    return dict(zip(LAYER_NAMES, row, strict=True))
+
+
+def _sum_rows(rows: list[list[int]]) -> list[int]:
+    total = [0] * N_LAYERS
+    for row in rows:
+        for i, value in enumerate(row):
+            total[i] += value
+    return total
+
+
+def _tls(conn: Connection) -> Record | None:
+    shakes = conn.ledger.handshakes
+    if not shakes:
+        return None
+    first = shakes[0]
+    return {
+        "version": first.version,
+        "resumed": first.resumed,
+        "alpn": first.alpn,
+        "sni": first.sni,
+        "decrypted": any(h.decrypted for h in shakes),
+        "handshakes": len(shakes),
+        "resumed_handshakes": sum(1 for h in shakes if h.resumed),
+        "cipher_suite": first.cipher_suite,
+        "early_data": any(h.early_data for h in shakes),
+    }
+
+
+def _anomalies(conn: Connection) -> list[Record]:
+    counts: dict[str, int] = dict(conn.anomalies)
+    for name, count in conn.ledger.anomalies.items():
+        counts[name] = counts.get(name, 0) + count
+    gaps = sum(a.gaps for a in conn.asm)
+    if gaps:
+        counts["tcp.gap"] = counts.get("tcp.gap", 0) + gaps
+    mismatches = sum(a.overlap_mismatches for a in conn.asm)
+    if mismatches:
+        counts["tcp.overlap_mismatch"] = counts.get("tcp.overlap_mismatch", 0) + mismatches
+    return [{"name": name, "count": counts[name]} for name in sorted(counts)]
+
+
+def _messages_decoded(conn: Connection, count: int) -> bool:
+    """False when the content could not be decoded (DESIGN.md 5: ``messages`` is null)."""
+    if count:
+        return True
+    ledger = conn.ledger
+    if ledger.protocol not in MESSAGE_PROTOCOLS:
+        return False
+    return not ledger.handshakes or any(h.decrypted for h in ledger.handshakes)
+
+
+def connection_records(conn: Connection) -> tuple[Record, list[Record]]:
+    """The connection's record and its messages' records."""
+    ledger = conn.ledger
+    rows = ledger.rows
+    states = sorted(ledger.messages.values(), key=lambda m: m.message)
+    shared = ledger.bucket(SETUP) + ledger.bucket(TEARDOWN) + ledger.bucket(CONTROL)
+    share = shared / len(states) if states else 0.0
+    trips = message_round_trips([(m.sender, m.start_ordinal, m.answered_ordinal) for m in states])
+    bound = min((m.start_ordinal for m in states), default=ledger.setup_hint)
+    setup_trips = setup_round_trips(conn.tcp_handshake, ledger.turns, bound)
+    orig = format_endpoint(*conn.orig)
+    resp = format_endpoint(*conn.resp)
+    messages: list[Record] = []
+    for state, rt in zip(states, trips, strict=True):
+        row = rows.get(state.message, [0] * N_LAYERS)
+        marginal = sum(row)
+        messages.append(
+            {
+                "connection": conn.id,
+                "index": state.message,
+                "protocol": state.protocol,
+                "kind": state.kind,
+                "sender": "orig" if state.sender == 0 else "resp",
+                "start_ts": state.start_ts,
+                "end_ts": state.end_ts,
+                "round_trips": rt,
+                "marginal_bytes": marginal,
+                "loaded_bytes": marginal + share,
+                "layers": _layers(row),
+                "detail": state.detail,
+            }
+        )
+    total_row = _sum_rows(list(rows.values()))
+    decoded = _messages_decoded(conn, len(states))
+    record: Record = {
+        "id": conn.id,
+        "orig": orig,
+        "resp": resp,
+        "protocol": ledger.protocol,
+        "messages": len(states) if decoded else None,
+        "tcp_handshake": conn.tcp_handshake,
+        "tls": _tls(conn),
+        "setup_round_trips": setup_trips,
+        "round_trips": setup_trips + sum(trips),
+        "wire_bytes": conn.wire[0] + conn.wire[1],
+        "layers": _layers(total_row),
+        "setup_bytes": ledger.bucket(SETUP),
+        "teardown_bytes": ledger.bucket(TEARDOWN),
+        "control_bytes": ledger.bucket(CONTROL),
+        "undecoded_bytes": ledger.bucket(UNDECODED),
+        "retransmitted_bytes": conn.asm[0].retransmitted_bytes + conn.asm[1].retransmitted_bytes,
+        "missing_bytes": conn.asm[0].gap_bytes + conn.asm[1].gap_bytes,
+        "packets": conn.packets[0] + conn.packets[1],
+        "directions": {
+            "orig": {"packets": conn.packets[0], "wire_bytes": conn.wire[0]},
+            "resp": {"packets": conn.packets[1], "wire_bytes": conn.wire[1]},
+        },
+        "first_ts": conn.first_ts,
+        "last_ts": conn.last_ts,
+        "handshake_rtt_s": _handshake_rtt(conn),
+        "time_to_first_message_s": (
+            states[0].start_ts - conn.first_ts if states else None
+        ),
+        "closed": "rst" if conn.rst else ("fin" if all(conn.fin) else "open"),
+        "anomalies": _anomalies(conn),
+    }
+    return record, messages
+
+
+def _handshake_rtt(conn: Connection) -> float | None:
+    if conn.syn_ts is None or conn.ack_ts is None:
+        return None
+    return conn.ack_ts - conn.syn_ts
+
+
+def bucket_rows(conn: Connection) -> dict[str, int]:
+    """Bytes per non-message owner (for checks)."""
+    return {name: conn.ledger.bucket(owner) for owner, name in BUCKET_NAMES.items()}
+
+
+@dataclass(slots=True)
+class _ProtocolTotals:
+    connections: int = 0
+    decoded_connections: int = 0
+    messages: int = 0
+    tcp_handshakes: int = 0
+    tls_full_handshakes: int = 0
+    tls_resumed_handshakes: int = 0
+    wire_bytes: int = 0
+    payload_bytes: int = 0
+    message_wire_bytes: int = 0
+    marginal_bytes: int = 0
+    loaded_bytes: float = 0.0
+    round_trips: float = 0.0
+    setup_bytes: int = 0
+    setup_round_trips: int = 0
+
+
+@dataclass(slots=True)
+class Summary:
+    """Per-protocol totals, folded one connection at a time."""
+
+    totals: dict[str, _ProtocolTotals] = field(default_factory=dict)
+
+    def add(self, record: Record, messages: list[Record]) -> None:
+        t = self.totals.setdefault(record["protocol"], _ProtocolTotals())
+        t.connections += 1
+        t.tcp_handshakes += int(record["tcp_handshake"])
+        tls = record["tls"]
+        if tls:
+            t.tls_resumed_handshakes += tls["resumed_handshakes"]
+            t.tls_full_handshakes += tls["handshakes"] - tls["resumed_handshakes"]
+        t.wire_bytes += record["wire_bytes"]
+        t.payload_bytes += record["layers"]["payload"]
+        if record["messages"] is None:
+            return
+        t.decoded_connections += 1
+        t.messages += record["messages"]
+        t.message_wire_bytes += record["wire_bytes"]
+        t.marginal_bytes += sum(m["marginal_bytes"] for m in messages)
+        t.loaded_bytes += sum(m["loaded_bytes"] for m in messages)
+        t.round_trips += record["round_trips"]
+        t.setup_bytes += record["setup_bytes"]
+        t.setup_round_trips += record["setup_round_trips"]
+
+    def as_dict(self) -> dict[str, Record]:
+        out: dict[str, Record] = {}
+        for protocol in sorted(self.totals):
+            t = self.totals[protocol]
+            n = t.messages
+            out[protocol] = {
+                "connections": t.connections,
+                "messages": n if t.decoded_connections else None,
+                "messages_per_connection": (n / t.decoded_connections)
+                if t.decoded_connections
+                else None,
+                "tcp_handshakes": t.tcp_handshakes,
+                "tls_full_handshakes": t.tls_full_handshakes,
+                "tls_resumed_handshakes": t.tls_resumed_handshakes,
+                "wire_bytes": t.wire_bytes,
+                "payload_bytes": t.payload_bytes,
+                "payload_efficiency": (t.payload_bytes / t.wire_bytes) if t.wire_bytes else None,
+                "marginal_bytes_per_message": (t.marginal_bytes / n) if n else None,
+                "loaded_bytes_per_message": (t.loaded_bytes / n) if n else None,
+                "round_trips_per_message": (t.round_trips / n) if n else None,
+                "handshakes_per_message": (
+                    (t.tcp_handshakes + t.tls_full_handshakes + t.tls_resumed_handshakes) / n
+                )
+                if n
+                else None,
+            }
+        return out
+
+
+__all__ = ["PAYLOAD", "Record", "Summary", "bucket_rows", "connection_records"]

@@ -1,0 +1,83 @@
+"""Round trips on the critical path (DESIGN.md section 4), counted from event order alone.
+
+Counts never depend on timing: only on the order of packets (their capture ordinals).  Both the
+ledger (from decoded messages) and the generator (from what it sent) call these functions, so
+"round trips" means one thing everywhere.
+
+Message round trips.  For each sender direction, a *gap* is the stretch between two consecutive
+message starts of that sender (or after its last one).  A message is *outstanding* from its start
+until its answer if it is ever answered; messages never answered (fire-and-forget publishes, lost
+responses) are never outstanding and cost nothing.  When answers arrive in a gap, the sender was
+waiting on the ``k`` messages outstanding at the gap's start, so each answer in that gap is one
+``k``-th of a round trip.  This gives the figures DESIGN.md asks for:
+
+- HTTP/1.1 keep-alive, AMQP synchronous confirms: k = 1, one round trip per message;
+- k requests sent together and then waited on (HTTP/2 streams, pipelining): 1/k each;
+- a sliding window of k (a new request as each answer arrives): still 1/k each;
+- fire-and-forget: 0; asynchronous confirms: 1/(messages in flight), close to 0.
+
+Setup round trips: 1 for a TCP handshake seen, plus each *turn* before the first message's first
+byte: ``orig`` sent data, then ``resp`` sent data, then ``orig`` sends again (TLS flights,
+HTTP/2 and AMQP negotiation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from analyzer.events import ORIG, RESP
+
+#: (sender direction, ordinal of the message's first byte, ordinal of its answer or None)
+MessageTiming = tuple[int, int, int | None]
+
+
+def message_round_trips(messages: Sequence[MessageTiming]) -> list[float]:
+    """Round trips charged to each message, in the order given."""
+    result = [0.0] * len(messages)
+    for sender in (ORIG, RESP):
+        _charge_sender(messages, sender, result)
+    return result
+
+
+def _charge_sender(messages: Sequence[MessageTiming], sender: int, result: list[float]) -> None:
+    # Sends sort before answers at the same ordinal: a response seen without its request
+    # (mid-connection) is started and answered by the same packet.
+    events: list[tuple[int, int, int]] = []
+    for index, (direction, started, answered) in enumerate(messages):
+        if direction != sender:
+            continue
+        events.append((started, 0, index))
+        if answered is not None:
+            events.append((max(answered, started), 1, index))
+    events.sort()
+    outstanding: set[int] = set()
+    waited_on = 0  # k: outstanding when the current gap began
+    for _, kind, index in events:
+        if kind == 0:
+            if messages[index][2] is not None:
+                outstanding.add(index)
+            waited_on = len(outstanding)
+        elif index in outstanding:
+            outstanding.discard(index)
+            result[index] = 1.0 / max(waited_on, 1)
+
+
+def setup_round_trips(
+    tcp_handshake: bool, data_directions: Sequence[tuple[int, int]], bound: int | None
+) -> int:
+    """1 for the TCP handshake, plus the turns in ``data_directions`` up to ``bound``.
+
+    ``data_directions`` lists (ordinal, direction) of packets that carried new stream data, in
+    ordinal order; ``bound`` is the ordinal of the first message's first byte (None: no message,
+    so no turns are known to belong to setup).
+    """
+    turns = 0
+    if bound is not None:
+        previous = None
+        for ordinal, direction in data_directions:
+            if ordinal > bound:
+                break
+            if direction == ORIG and previous == RESP:
+                turns += 1
+            previous = direction
+    return int(tcp_handshake) + turns
