@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Time ``wireprobe analyze`` against tshark on the same capture, and compare peak memory.
+
+    scripts/bench.py CAPTURE [--repeat N] [--formats csv,json]
+
+tshark runs ``tshark -r CAPTURE -q -z conv,tcp`` (the transport-level job, DESIGN.md section 7);
+wireprobe runs ``wireprobe analyze CAPTURE --format csv`` (the whole job: every decoder, the
+ledger, the records).  Each is a separate process; wall time and peak RSS come from ``os.wait4``.
+With ``--repeat N`` the capture is first replayed N times back to back (timestamps shifted, so
+every copy's connections are new ones) into a temporary pcap, which also shows whether peak memory
+grows with the length of the file: run it with two values of N and compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from analyzer.capture import CaptureSet  # noqa: E402
+
+#: Seconds between the copies of a repeated capture: past the idle timeout, so each copy's
+#: connections are finished before the next begins.
+REPEAT_SPACING_S = 1000.0
+
+
+def repeat_capture(source: str, copies: int, out: Path) -> int:
+    """Write ``copies`` back-to-back replays of ``source`` as one nanosecond pcap."""
+    packets = list(CaptureSet([source]))
+    if not packets:
+        raise SystemExit(f"{source}: no packets")
+    link_types = {p[1] for p in packets}
+    if len(link_types) != 1:
+        raise SystemExit(f"{source}: several link types; --repeat needs one")
+    span = packets[-1][0] - packets[0][0] + REPEAT_SPACING_S
+    with open(out, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 262144, link_types.pop()))
+        for i in range(copies):
+            for ts, _, orig_len, data in packets:
+                t = ts + i * span
+                sec = int(t)
+                f.write(struct.pack("<IIII", sec, int((t - sec) * 1e9), len(data), orig_len))
+                f.write(data)
+    return len(packets) * copies
+
+
+def run(cmd: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MiB) of one command."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if status != 0:
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        raise SystemExit(f"{cmd[0]} failed ({status}): {err.strip()[:300]}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def count_packets(path: str) -> int:
+    return sum(1 for _ in CaptureSet([path]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("capture")
+    parser.add_argument("--repeat", type=int, default=1, help="replay the capture N times")
+    parser.add_argument("--format", default="csv", help="wireprobe output format")
+    args = parser.parse_args()
+    tshark = shutil.which("tshark")
+    if tshark is None:
+        raise SystemExit("tshark is not installed (apt-get install tshark)")
+    wireprobe = shutil.which("wireprobe") or str(Path(sys.executable).parent / "wireprobe")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.capture
+        if args.repeat > 1:
+            path = str(Path(tmp) / "repeated.pcap")
+            packets = repeat_capture(args.capture, args.repeat, Path(path))
+        else:
+            packets = count_packets(path)
+        size_mb = os.path.getsize(path) / 2**20
+        ours = run([wireprobe, "analyze", path, "--format", args.format])
+        theirs = run([tshark, "-r", path, "-q", "-z", "conv,tcp"])
+    print(f"capture: {args.capture} x{args.repeat}: {packets:,} packets, {size_mb:.1f} MiB")
+    print(f"{'tool':<36} {'seconds':>8} {'packets/s':>12} {'peak MiB':>9}")
+    for name, (wall, rss) in (
+        (f"wireprobe analyze --format {args.format}", ours),
+        ("tshark -q -z conv,tcp", theirs),
+    ):
+        print(f"{name:<36} {wall:>8.2f} {packets / wall:>12,.0f} {rss:>9.1f}")
+    print(f"speed ratio wireprobe/tshark: {theirs[0] / ours[0]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

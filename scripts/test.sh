@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test run on a fresh machine: installs what the tests need, then runs them.
+#   - Debian packages pip cannot install (tshark for the cross-checks), non-interactively;
+#   - a virtualenv in .venv with wireprobe and its dev extra;
+#   - ruff and mypy --strict on analyzer/, then pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v tshark >/dev/null 2>&1 || need_apt+=(tshark)
+if ((${#need_apt[@]})); then
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    echo "wireprobe tests: installing ${need_apt[*]} from Debian's packages" >&2
+    $SUDO apt-get update -q >/dev/null
+    $SUDO apt-get install -y -q --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+
+.venv/bin/ruff check analyzer
+.venv/bin/mypy --strict analyzer
+exec .venv/bin/python -m pytest "$@"
