@@ -10,17 +10,15 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
-from analyzer.capture import CaptureSet
+from analyzer.capture import SECRETS_TLS_KEY_LOG, CaptureSet
 from analyzer.flows import Connection, FlowTable
+from analyzer.keylog import KeyLog
 from analyzer.options import AnalyzeOptions
 from analyzer.packets import decode
 from analyzer.records import Record, Summary, connection_records
-
-#: pcapng Decryption Secrets Block type for an NSS key log (pcapng spec, section 4.7).
-SECRETS_TLS_KEY_LOG = 0x544C534B
 
 OnRecord = Callable[[Record, list[Record]], None]
 
@@ -68,6 +66,10 @@ def analyze(
             on_record(record, messages)
 
     keylog = options.decode.keylog
+    if keylog is None:
+        # Keys embedded in a pcapng (Decryption Secrets Blocks) decrypt without --keylog.
+        keylog = KeyLog()
+        options = replace(options, decode=replace(options.decode, keylog=keylog))
 
     def secrets(kind: int, data: bytes) -> None:
         if kind == SECRETS_TLS_KEY_LOG and keylog is not None:
