@@ -211,8 +211,21 @@ class ConnectionLedger:
 
     def _settle(self, side: DirectionLedger, entry: _Pending) -> None:
         start, captured_end, wire_end, link, ip, tcp = entry
-        weights: dict[int, int] = {}
         rows = self.rows
+        spans = side.spans
+        if spans and wire_end == captured_end:
+            # The common case: every byte inside the newest span, one owner, one layer.
+            s_start, s_end, owner, layer = spans[-1]
+            if s_start <= start and captured_end <= s_end and start >= side.origin:
+                row = rows.get(owner)
+                if row is None:
+                    row = rows[owner] = new_row()
+                row[layer] += captured_end - start
+                row[LINK] += link
+                row[IP] += ip
+                row[TCP] += tcp
+                return
+        weights: dict[int, int] = {}
         if start < side.origin:
             # Before the stream we follow (mid-connection start) or older than the span history.
             cut = min(side.origin, captured_end)
@@ -220,11 +233,10 @@ class ConnectionLedger:
             self._add(UNDECODED, OPAQUE, cut - start)
             start = cut
         if start < captured_end:
-            spans = side.spans
             index = max(bisect.bisect_right(side.starts, start) - 1, 0)
             position = start
             while position < captured_end and index < len(spans):
-                s_start, s_end, owner, layer = spans[index]
+                _, s_end, owner, layer = spans[index]
                 stop = min(s_end, captured_end)
                 if stop > position:
                     n = stop - position

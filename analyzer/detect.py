@@ -71,7 +71,7 @@ def _is_tls_record(head: bytes) -> bool:
 
 
 def _classify(head: bytes, *, first: bool) -> str | None:
-    """The protocol ``head`` (the first bytes of one direction) shows, "" if none, None if unsure."""
+    """The protocol ``head`` (a direction's first bytes) shows; "" if none, None if unsure."""
     if head.startswith(HTTP2_PREFACE):
         return "http2"
     if head.startswith(AMQP_HEADER):
@@ -212,8 +212,9 @@ class DetectingDecoder:
         return make_decoder(protocol, self._ids, self._options)
 
     @property
-    def decided(self) -> bool:
-        return self._inner is not None
+    def inner(self) -> StreamDecoder | None:
+        """The protocol's decoder once detection has decided."""
+        return self._inner
 
     def _decide(self, final: bool) -> list[Event]:
         protocol = detect(

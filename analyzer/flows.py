@@ -19,7 +19,6 @@ from analyzer.events import (
     OPAQUE,
     SETUP,
     TEARDOWN,
-    Event,
     MessageIds,
     StreamDecoder,
 )
@@ -37,9 +36,7 @@ CLOSED_LINGER_S = 60.0
 #: Capture seconds between sweeps of the table for idle and closed connections.
 SWEEP_INTERVAL_S = 10.0
 
-Segment = tuple[
-    bytes, bytes, int, int, int, int, int, int, bytes, int, int, int, int, str | None
-]
+Segment = tuple[bytes, bytes, int, int, int, int, int, int, bytes, int, int, int, int, str | None]
 
 
 class Connection:
@@ -97,43 +94,40 @@ class Connection:
     def feed(self, direction: int, pieces: list[Piece], ordinal: int, ts: float) -> None:
         """Hand reassembled pieces to the decoder and its events to the ledger."""
         ledger = self.ledger
-        position = self.delivered[direction]
-        for kind, value in pieces:
-            if kind == "data":
-                assert isinstance(value, bytes)
-                self.delivered[direction] = position + len(value)
-                ledger.apply(self._call("feed", direction, value, ordinal, ts))
-                position += len(value)
-            else:
-                assert isinstance(value, int)
-                ledger.gap(direction, position, position + value)
-                self.delivered[direction] = position + value
-                ledger.apply(self._call("gap", direction, value, ordinal, ts))
-                position += value
+        delivered = self.delivered
+        try:
+            for value in pieces:
+                position = delivered[direction]
+                if type(value) is bytes:
+                    delivered[direction] = position + len(value)
+                    events = self.decoder.feed(direction, value, ordinal, ts)
+                else:
+                    assert isinstance(value, int)
+                    ledger.gap(direction, position, position + value)
+                    delivered[direction] = position + value
+                    events = self.decoder.gap(direction, value, ordinal, ts)
+                if events:
+                    ledger.apply(events)
+        except Exception:  # any decoder failure becomes an anomaly, never a traceback
+            self._decoder_failed()
+        decoder = self.decoder
+        if type(decoder) is DetectingDecoder and decoder.inner is not None:
+            # Detection is done: talk to the protocol's decoder directly from now on.
+            self.decoder = decoder.inner
 
     def eof(self, direction: int, ordinal: int, ts: float) -> None:
-        self.ledger.apply(self._call("eof", direction, 0, ordinal, ts))
-
-    def _call(
-        self, name: str, direction: int, value: bytes | int, ordinal: int, ts: float
-    ) -> list[Event]:
-        """Call the decoder; a decoder bug costs this connection its decoding, not the run."""
-        decoder = self.decoder
         try:
-            if name == "feed":
-                assert isinstance(value, bytes)
-                return decoder.feed(direction, value, ordinal, ts)
-            if name == "gap":
-                assert isinstance(value, int)
-                return decoder.gap(direction, value, ordinal, ts)
-            if name == "eof":
-                return decoder.eof(direction, ordinal, ts)
-            return decoder.finish(ts)
-        except Exception:  # noqa: BLE001 - any decoder failure becomes an anomaly
-            self.ledger.anomalies["wireprobe.decoder_error"] += 1
-            # Bytes already given to the failed decoder are charged as undecoded at close.
-            self.decoder = OpaqueDecoder(self.ledger.protocol, base=(self.delivered[0], self.delivered[1]))
-            return []
+            self.ledger.apply(self.decoder.eof(direction, ordinal, ts))
+        except Exception:  # any decoder failure becomes an anomaly, never a traceback
+            self._decoder_failed()
+
+    def _decoder_failed(self) -> None:
+        """A decoder bug costs this connection its decoding, not the run: the bytes already
+        given to the failed decoder are charged as undecoded when the connection closes."""
+        self.ledger.anomalies["wireprobe.decoder_error"] += 1
+        self.decoder = OpaqueDecoder(
+            self.ledger.protocol, base=(self.delivered[0], self.delivered[1])
+        )
 
     def finish(self, ts: float) -> None:
         """Flush reassembly and the decoder; charge everything still waiting."""
@@ -141,7 +135,10 @@ class Connection:
             pieces = self.asm[direction].flush()
             if pieces:
                 self.feed(direction, pieces, 0, ts)
-        self.ledger.apply(self._call("finish", 0, 0, 0, ts))
+        try:
+            self.ledger.apply(self.decoder.finish(ts))
+        except Exception:  # any decoder failure becomes an anomaly, never a traceback
+            self._decoder_failed()
         self.ledger.close((self.delivered[0], self.delivered[1]))
 
 
@@ -168,9 +165,7 @@ def _orig_is_source(flags: int, sport: int, dport: int) -> bool:
 class FlowTable:
     """All open connections, keyed by the 4-tuple in both orientations."""
 
-    def __init__(
-        self, options: AnalyzeOptions, on_finished: Callable[[Connection], None]
-    ) -> None:
+    def __init__(self, options: AnalyzeOptions, on_finished: Callable[[Connection], None]) -> None:
         self._options = options
         self._on_finished = on_finished
         self._table: dict[tuple[bytes, int, bytes, int], tuple[Connection, int]] = {}
@@ -274,10 +269,11 @@ class FlowTable:
         asm = conn.asm[direction]
         start = asm.offset(seq)
         pieces = asm.segment(start, payload, plen)
-        conn.ledger.data_packet(direction, start, len(payload), plen, link, ip, tcp)
         if pieces:
             conn.ledger.note_data(ordinal, direction)
             conn.feed(direction, pieces, ordinal, ts)
+        # After feeding: a packet whose bytes are already spanned is charged at once.
+        conn.ledger.data_packet(direction, start, len(payload), plen, link, ip, tcp)
 
     def _syn_or_rst(
         self,

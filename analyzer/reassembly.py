@@ -1,9 +1,9 @@
 """One direction of a TCP connection: sequence numbers to an in-order byte stream.
 
 Sans-IO: ``StreamAssembler.segment`` takes one segment and returns what became deliverable, in
-order, as ``("data", bytes)`` and ``("gap", length)`` pieces.  Reordered segments wait in a bounded
-buffer; retransmitted bytes are counted, never delivered twice; missing bytes are reported as
-gaps, never invented.  A gap is declared when it can no longer be filled: the peer acknowledged
+order, as pieces: ``bytes`` for data, an ``int`` for the length of a gap.  Reordered segments
+wait in a bounded buffer; retransmitted bytes are counted, never delivered twice; missing bytes
+are reported as gaps, never invented.  A gap is declared when it can no longer be filled: the peer acknowledged
 past it (the capture lost the segment), the buffer bound was reached, or the stream ended.
 
 Offsets are 64-bit positions relative to ``base`` (the sequence number after the SYN, or of the
@@ -25,7 +25,8 @@ MAX_BUFFERED_BYTES = 8 * 1024 * 1024
 #: Out-of-order segments held per direction (bounds the bookkeeping of tiny segments).
 MAX_BUFFERED_SEGMENTS = 4096
 
-Piece = tuple[str, bytes | int]
+#: ``bytes``: stream data; ``int``: that many bytes never captured (a gap).
+Piece = bytes | int
 
 
 class StreamAssembler:
@@ -100,7 +101,7 @@ class StreamAssembler:
         if start == self.next and not self._held:
             # The common case: in order, nothing waiting.
             if data:
-                pieces.append(("data", data))
+                pieces.append(data)
             self.next = captured_end
             if captured_end < end:
                 self._skip(end, pieces)
@@ -130,7 +131,7 @@ class StreamAssembler:
 
     def _skip(self, to: int, pieces: list[Piece]) -> None:
         if to > self.next:
-            pieces.append(("gap", to - self.next))
+            pieces.append(to - self.next)
             self.gap_bytes += to - self.next
             self.gaps += 1
             self.next = to
@@ -176,7 +177,7 @@ class StreamAssembler:
                 continue
             fresh = data[self.next - start :]
             if fresh:
-                pieces.append(("data", fresh))
+                pieces.append(fresh)
             self.next = end
 
     def _enforce_bounds(self, pieces: list[Piece]) -> None:

@@ -12,8 +12,7 @@ from analyzer.reassembly import StreamAssembler
 def stream(asm: StreamAssembler, segments: list[tuple[int, bytes]]) -> bytes:
     out = b""
     for start, data in segments:
-        for kind, value in asm.segment(start, data, len(data)):
-            assert kind == "data"
+        for value in asm.segment(start, data, len(data)):
             assert isinstance(value, bytes)
             out += value
     return out
@@ -43,9 +42,9 @@ def test_conflicting_overlap_is_counted() -> None:
 
 def test_hole_waits_until_the_peer_acknowledges_past_it() -> None:
     asm = StreamAssembler()
-    assert asm.segment(0, b"ab", 2) == [("data", b"ab")]
+    assert asm.segment(0, b"ab", 2) == [b"ab"]
     assert asm.segment(5, b"fg", 2) == []
-    assert asm.acked(7) == [("gap", 3), ("data", b"fg")]
+    assert asm.acked(7) == [3, b"fg"]
     assert asm.gap_bytes == 3 and asm.gaps == 1
 
 
@@ -53,12 +52,12 @@ def test_flush_gives_up_on_every_hole() -> None:
     asm = StreamAssembler()
     asm.segment(10, b"k", 1)
     asm.segment(20, b"u", 1)
-    assert asm.flush() == [("gap", 10), ("data", b"k"), ("gap", 9), ("data", b"u")]
+    assert asm.flush() == [10, b"k", 9, b"u"]
 
 
 def test_snaplen_cut_is_a_gap_at_once() -> None:
     asm = StreamAssembler()
-    assert asm.segment(0, b"abc", 10) == [("data", b"abc"), ("gap", 7)]
+    assert asm.segment(0, b"abc", 10) == [b"abc", 7]
     assert asm.next == 10
 
 
@@ -71,7 +70,7 @@ def test_buffer_bound_forces_the_gap(monkeypatch: object) -> None:
         asm = StreamAssembler()
         assert asm.segment(5, b"x" * 8, 8) == []
         pieces = asm.segment(13, b"y" * 8, 8)
-        assert pieces[0] == ("gap", 5)
+        assert pieces[0] == 5
         assert asm.held_bytes <= 10
     finally:
         mp.undo()
@@ -103,13 +102,11 @@ def test_any_arrival_order_never_invents_or_reorders_bytes(
     for start, chunk in segments:
         pieces += asm.segment(start, chunk, len(chunk))
     pieces += asm.flush()
-    for kind, value in pieces:
-        if kind == "data":
-            assert isinstance(value, bytes)
+    for value in pieces:
+        if isinstance(value, bytes):
             assert value == data[position : position + len(value)]
             out += value
             position += len(value)
         else:
-            assert isinstance(value, int)
             position += value
     assert position == asm.next
