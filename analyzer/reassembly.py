@@ -3,8 +3,9 @@
 Sans-IO: ``StreamAssembler.segment`` takes one segment and returns what became deliverable, in
 order, as pieces: ``bytes`` for data, an ``int`` for the length of a gap.  Reordered segments
 wait in a bounded buffer; retransmitted bytes are counted, never delivered twice; missing bytes
-are reported as gaps, never invented.  A gap is declared when it can no longer be filled: the peer acknowledged
-past it (the capture lost the segment), the buffer bound was reached, or the stream ended.
+are reported as gaps, never invented.  A gap is declared when it can no longer be filled: the
+peer acknowledged past it (the capture lost the segment), the buffer bound was reached, or the
+stream ended.
 
 Offsets are 64-bit positions relative to ``base`` (the sequence number after the SYN, or of the
 first byte seen when the capture starts mid-connection), so sequence-number wrap-around is

@@ -142,9 +142,7 @@ def connection_records(conn: Connection) -> tuple[Record, list[Record]]:
         "first_ts": conn.first_ts,
         "last_ts": conn.last_ts,
         "handshake_rtt_s": _handshake_rtt(conn),
-        "time_to_first_message_s": (
-            states[0].start_ts - conn.first_ts if states else None
-        ),
+        "time_to_first_message_s": (states[0].start_ts - conn.first_ts if states else None),
         "closed": "rst" if conn.rst else ("fin" if all(conn.fin) else "open"),
         "anomalies": _anomalies(conn),
     }

@@ -87,10 +87,11 @@ class Collector:
         self._msgs: IO[str] | None = None
         self._csv_rows: IO[str] | None = None
         if fmt == "json":
-            self._conns = tempfile.TemporaryFile("w+", encoding="utf-8")
-            self._msgs = tempfile.TemporaryFile("w+", encoding="utf-8")
+            # Spools live until render() closes them: records stream in between.
+            self._conns = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
+            self._msgs = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
         elif fmt == "csv":
-            self._csv_rows = tempfile.TemporaryFile("w+", encoding="utf-8", newline="")
+            self._csv_rows = tempfile.TemporaryFile("w+", encoding="utf-8", newline="")  # noqa: SIM115
 
     def add(self, record: Record, messages: list[Record]) -> None:
         self._seen += 1
@@ -352,7 +353,10 @@ def render_markdown(analysis: Analysis, top: list[Record], lines: list[str]) -> 
     parts = ["# wireprobe analysis\n", _totals_line(analysis) + "\n", "## Cost per message\n"]
     parts.append(_md_table([c[0] for c in SUMMARY_COLUMNS], _summary_rows(analysis)))
     if top:
-        parts += ["\n## Costliest connections\n", _md_table(CONNECTION_HEADERS, _connection_rows(top))]
+        parts += [
+            "\n## Costliest connections\n",
+            _md_table(CONNECTION_HEADERS, _connection_rows(top)),
+        ]
     if lines:
         parts += ["\n## Findings\n"] + [f"- {line}\n" for line in lines]
     return "\n".join(parts)

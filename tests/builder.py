@@ -35,8 +35,12 @@ def ipv4_tcp(
     window: int = 65535,
 ) -> bytes:
     """An Ethernet frame carrying one TCP segment (checksums left zero: tshark does not check)."""
-    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq % 2**32, ack % 2**32, 5 << 4, flags,
-                      window, 0, 0) + payload
+    tcp = (
+        struct.pack(
+            "!HHIIBBHHH", sport, dport, seq % 2**32, ack % 2**32, 5 << 4, flags, window, 0, 0
+        )
+        + payload
+    )
     if ipv6:
         ip = struct.pack("!IHBB", 6 << 28, len(tcp), 6, 64) + src + dst
         ethertype = 0x86DD
@@ -47,8 +51,9 @@ def ipv4_tcp(
     return eth + ip + tcp
 
 
-def write_pcap(path: Path, frames: list[tuple[float, bytes]], *, snaplen: int = 262144,
-               link_type: int = 1) -> Path:
+def write_pcap(
+    path: Path, frames: list[tuple[float, bytes]], *, snaplen: int = 262144, link_type: int = 1
+) -> Path:
     """A classic little-endian microsecond pcap."""
     with open(path, "wb") as out:
         out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, snaplen, link_type))
@@ -84,8 +89,12 @@ class Conversation:
     # -- raw --------------------------------------------------------------------------------
 
     def _frame(self, direction: int, seq: int, flags: int, payload: bytes = b"") -> bytes:
-        src, dst = (self.orig_addr, self.resp_addr) if direction == 0 else (self.resp_addr, self.orig_addr)
-        sport, dport = (self.orig_port, self.resp_port) if direction == 0 else (self.resp_port, self.orig_port)
+        src, dst = (
+            (self.orig_addr, self.resp_addr) if direction == 0 else (self.resp_addr, self.orig_addr)
+        )
+        sport, dport = (
+            (self.orig_port, self.resp_port) if direction == 0 else (self.resp_port, self.orig_port)
+        )
         ack = self.seq[1 - direction] if flags & ACK else 0
         return ipv4_tcp(src, dst, sport, dport, seq, ack, flags, payload, ipv6=self.ipv6)
 

@@ -128,9 +128,7 @@ def run(
 def check(result: Result) -> None:
     """The contract of analyzer/events.py, asserted."""
     for direction in (0, 1):
-        spans = sorted(
-            (s for s in result.spans if s.direction == direction), key=lambda s: s.start
-        )
+        spans = sorted((s for s in result.spans if s.direction == direction), key=lambda s: s.start)
         position = 0
         for s in spans:
             assert s.start < s.end, f"empty or reversed span {s}"
