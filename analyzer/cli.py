@@ -120,6 +120,93 @@ def analyze(
     os.replace(tmp, output)
 
 
+def _refuse_overwrite(paths: list[Path | None], force: bool) -> None:
+    for path in paths:
+        if path is None:
+            continue
+        if path.exists() and not force:
+            raise UsageError(f"{path} exists; add --force to overwrite it")
+        if not path.resolve().parent.exists():
+            raise UsageError(f"{path.parent} does not exist")
+
+
+@app.command()
+def generate(
+    output: Annotated[Path, typer.Option("--output", "-o", help="pcap to write.")],
+    preset: Annotated[
+        str | None, typer.Option(help="A named scenario; other options override its fields.")
+    ] = None,
+    protocol: Annotated[str | None, typer.Option(help="http1, http2 or amqp.")] = None,
+    tls: Annotated[str | None, typer.Option(help="off, 1.2 or 1.3.")] = None,
+    messages: Annotated[int | None, typer.Option(help="Messages in all.")] = None,
+    per_connection: Annotated[
+        int | None, typer.Option(help="A new connection every K messages (1 = no reuse).")
+    ] = None,
+    payload: Annotated[int | None, typer.Option(help="Body bytes per message.")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Concurrent HTTP/2 streams or pipelined HTTP/1.1.")
+    ] = None,
+    amqp_mode: Annotated[
+        str | None, typer.Option(help="publish, confirm, confirm-async or consume.")
+    ] = None,
+    resume: Annotated[
+        bool | None, typer.Option("--resume", help="Reconnects resume the TLS session.")
+    ] = None,
+    mtu: Annotated[int | None, typer.Option(help="IP MTU of the path (default 1500).")] = None,
+    rtt_ms: Annotated[float | None, typer.Option(help="Round-trip time (default 10).")] = None,
+    loss: Annotated[
+        float | None, typer.Option(help="Probability a data segment is lost (seeded).")
+    ] = None,
+    reorder: Annotated[
+        float | None, typer.Option(help="Probability a data segment is reordered (seeded).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for loss and reordering.")] = None,
+    keylog: Annotated[
+        Path | None, typer.Option("--keylog", help="Write the TLS key log here.")
+    ] = None,
+    truth: Annotated[
+        Path | None, typer.Option("--truth", help="Write the ground truth JSON here.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+) -> None:
+    """Synthetic traffic with known ground truth: real protocol bytes, a simulated network."""
+    from analyzer.synth import Scenario
+    from analyzer.synth import generate as run_generate
+    from analyzer.synth import preset as named
+
+    given = {
+        "protocol": protocol,
+        "tls": tls,
+        "messages": messages,
+        "per_connection": per_connection,
+        "payload": payload,
+        "concurrency": concurrency,
+        "amqp_mode": amqp_mode,
+        "resume": resume,
+        "mtu": mtu,
+        "rtt_ms": rtt_ms,
+        "loss": loss,
+        "reorder": reorder,
+        "seed": seed,
+    }
+    fields = {k: v for k, v in given.items() if v is not None}
+    try:
+        _refuse_overwrite([output, keylog, truth], force)
+        scenario = named(preset, **fields) if preset else Scenario(**fields)  # type: ignore[arg-type]
+        if keylog is not None and scenario.tls == "off":
+            raise UsageError("--keylog needs --tls 1.2 or 1.3")
+        result = run_generate(scenario.validate())
+    except WireprobeError as err:
+        fail(str(err))
+    result.write(output, keylog, truth)
+    conns = result.truth.get("connections", [])
+    typer.echo(
+        f"wrote {output}: {len(result.frames)} packets, "
+        f"{len(conns) if isinstance(conns, list) else '?'} connections, "
+        f"{scenario.messages} messages"
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
