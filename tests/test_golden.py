@@ -60,3 +60,38 @@ def test_a_changed_figure_fails_the_golden_test(tmp_path: Path) -> None:
     baseline_path(copy).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     with pytest.raises(pytest.fail.Exception, match="wire_bytes"):
         test_capture_equals_its_baseline(copy)
+
+
+@pytest.mark.parametrize("capture", GOLDEN, ids=[p.name for p in GOLDEN])
+def test_pyshark_agrees_on_connections_packets_and_bytes(capture: Path) -> None:
+    """tshark's second opinion through pyshark on the captures the project made."""
+    import pyshark
+
+    theirs: dict[frozenset[str], dict[str, list[int]]] = {}
+    cap = pyshark.FileCapture(str(capture), display_filter="tcp", keep_packets=False)
+    try:
+        for packet in cap:
+            ip = packet.ipv6 if hasattr(packet, "ipv6") else packet.ip
+            src = f"{ip.src}:{packet.tcp.srcport}"
+            dst = f"{ip.dst}:{packet.tcp.dstport}"
+            if ":" in ip.src:
+                src = f"[{ip.src}]:{packet.tcp.srcport}"
+                dst = f"[{ip.dst}]:{packet.tcp.dstport}"
+            stream = theirs.setdefault(frozenset((src, dst, packet.tcp.stream)), {})
+            entry = stream.setdefault(src, [0, 0])
+            entry[0] += 1
+            entry[1] += int(packet.length)
+    finally:
+        cap.close()
+    ours = json.loads(render_baseline(capture))["connections"]
+    assert len(ours) == len(theirs)
+    got = sorted(
+        sorted(
+            (ep, c["directions"][side]["packets"], c["directions"][side]["wire_bytes"])
+            for side, ep in (("orig", c["orig"]), ("resp", c["resp"]))
+            if c["directions"][side]["packets"]
+        )
+        for c in ours
+    )
+    want = sorted(sorted((ep, v[0], v[1]) for ep, v in s.items()) for s in theirs.values())
+    assert got == want
