@@ -145,7 +145,7 @@ def make_decoder(
     """The decoder for ``protocol``; the opaque one when there is none."""
     factory = _load(protocol)
     if factory is None:
-        return OpaqueDecoder(protocol)
+        return OpaqueDecoder(protocol, kwargs.get("base", (0, 0)))
     return factory(ids, options, **kwargs)
 
 
