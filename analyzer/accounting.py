@@ -192,7 +192,20 @@ class ConnectionLedger:
             return
         other = self.dirs[1 - direction]
         if newest < other.frontier:
-            self.charge_headers(self._ack_owner(other, newest), link, ip, tcp)
+            spans = other.spans
+            # Most ACKs acknowledge the newest decoded bytes: skip the search then.
+            if spans and spans[-1][0] <= newest:
+                owner = spans[-1][2]
+                if owner == UNDECODED:
+                    owner = CONTROL
+            else:
+                owner = self._ack_owner(other, newest)
+            row = self.rows.get(owner)
+            if row is None:
+                row = self.rows[owner] = new_row()
+            row[LINK] += link
+            row[IP] += ip
+            row[TCP] += tcp
             return
         other.acks.append((newest, link, ip, tcp))
         if len(other.acks) > MAX_PENDING_PACKETS:

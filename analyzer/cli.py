@@ -92,6 +92,12 @@ def analyze(
         typer.Option("--port", help="PROTO=PORT: decode that port as PROTO; repeatable."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --output.")] = False,
+    transport_only: Annotated[
+        bool,
+        typer.Option(
+            "--transport-only", help="Link/IP/TCP figures only; skip application decoding."
+        ),
+    ] = False,
 ) -> None:
     """Charge every byte of a capture to a layer and a message, and summarise per protocol."""
     from analyzer.pipeline import analyze as run_analysis
@@ -105,7 +111,8 @@ def analyze(
             decode=DecodeOptions(
                 keylog=_load_keylog(keylog or []),  # type: ignore[arg-type]
                 port_overrides=parse_ports(port or []),
-            )
+            ),
+            transport_only=transport_only,
         )
         collector = Collector(fmt)
         analysis = run_analysis(captures, options, on_record=collector.add)

@@ -170,6 +170,7 @@ class FlowTable:
         self._on_finished = on_finished
         self._table: dict[tuple[bytes, int, bytes, int], tuple[Connection, int]] = {}
         self._next_sweep = 0.0
+        self._idle_s = options.idle_timeout_s
 
     def __len__(self) -> int:
         return len(self._table) // 2
@@ -181,7 +182,7 @@ class FlowTable:
         entry = self._table.get((src, sport, dst, dport))
         if entry is None or (
             (flags & SYN and not flags & ACK and self._restarts(entry, seq))
-            or ts - entry[0].last_ts > self._options.idle_timeout_s
+            or ts - entry[0].last_ts > self._idle_s
         ):
             if entry is not None:
                 self._finish(entry[0], ts)
@@ -341,7 +342,11 @@ class FlowTable:
             orig, resp = (src, sport), (dst, dport)
         else:
             orig, resp = (dst, dport), (src, sport)
-        decoder = DetectingDecoder(MessageIds(), self._options.decode, (orig[1], resp[1]))
+        decoder: StreamDecoder
+        if self._options.transport_only:
+            decoder = OpaqueDecoder("unknown")
+        else:
+            decoder = DetectingDecoder(MessageIds(), self._options.decode, (orig[1], resp[1]))
         conn = Connection(orig, resp, ts, decoder)
         forward = (conn, 0)
         backward = (conn, 1)
@@ -359,7 +364,7 @@ class FlowTable:
 
     def _sweep(self, ts: float) -> None:
         self._next_sweep = ts + SWEEP_INTERVAL_S
-        idle = self._options.idle_timeout_s
+        idle = self._idle_s
         done = []
         for conn, direction in self._table.values():
             if direction:

@@ -30,3 +30,6 @@ class AnalyzeOptions:
 
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     idle_timeout_s: float = IDLE_TIMEOUT_S
+    #: skip application decoding: link/IP/TCP figures only, every payload byte ``undecoded``
+    #: (the job ``tshark -z conv,tcp`` does, for captures too big to decode)
+    transport_only: bool = False

@@ -1,0 +1,101 @@
+"""HTTP/1.1 conversations from h11 on both ends.
+
+Each message is one exchange (DESIGN.md section 2): ``POST /items`` carrying ``payload`` body
+bytes (``GET /items`` when the payload is 0), answered by ``200 OK`` with a small JSON body, the
+shape of a REST call.  ``concurrency`` C pipelines C requests in one flight (RFC 9112 section
+9.3.2); the server answers them in order in one flight.
+
+h11's client role refuses to send a request before the previous response (it does not
+pipeline), so each request is serialised by its own client-role connection, which also parses
+its response; the server role parses the pipelined stream as a real server would.
+"""
+
+from __future__ import annotations
+
+import h11
+
+from analyzer.events import FRAMING, ORIG, PAYLOAD, RESP
+from analyzer.synth.conversation import Chunk, Conversation, Flight, MessageInfo
+
+HOST = b"synth.wireprobe.test"
+RESPONSE_BODY = b'{"status":"ok"}'
+
+
+def conversation(n_messages: int, payload: bytes, concurrency: int) -> Conversation:
+    """``n_messages`` exchanges on one keep-alive connection, ``concurrency`` at a time."""
+    server = h11.Connection(h11.SERVER)
+    flights: list[Flight] = []
+    for first in range(0, n_messages, concurrency):
+        batch = range(first, min(first + concurrency, n_messages))
+        clients = {m: h11.Connection(h11.CLIENT) for m in batch}
+        requests = [chunk for m in batch for chunk in _request(clients[m], m, payload)]
+        flights.append(Flight(direction=ORIG, chunks=tuple(requests)))
+        server.receive_data(b"".join(c.data for c in requests))
+        responses = [chunk for m in batch for chunk in _respond(server, m)]
+        for m in batch:
+            _check_response(clients[m], [c.data for c in responses if c.owner == m])
+        flights.append(Flight(direction=RESP, chunks=tuple(responses)))
+    messages = tuple(
+        MessageInfo(sender=ORIG, kind="exchange", answered=True) for _ in range(n_messages)
+    )
+    return Conversation(protocol="http1", flights=tuple(flights), messages=messages, alpn=None)
+
+
+def _request(client: h11.Connection, message: int, payload: bytes) -> list[Chunk]:
+    headers = [(b"Host", HOST), (b"User-Agent", b"wireprobe-synth/1")]
+    if payload:
+        headers += [(b"Content-Type", b"application/octet-stream")]
+        headers += [(b"Content-Length", str(len(payload)).encode())]
+    method = b"POST" if payload else b"GET"
+    head = client.send(h11.Request(method=method, target=b"/items", headers=headers))
+    body = client.send(h11.Data(data=payload)) if payload else b""
+    tail = client.send(h11.EndOfMessage())
+    return _labelled(message, head or b"", body or b"", tail or b"", starts=True)
+
+
+def _respond(server: h11.Connection, message: int) -> list[Chunk]:
+    """Parse the next request from the server's buffer and answer it."""
+    while True:
+        event = server.next_event()
+        if isinstance(event, h11.EndOfMessage):
+            break
+        if event is h11.NEED_DATA:
+            raise AssertionError("the server did not get a whole request")
+    headers = [
+        (b"Content-Type", b"application/json"),
+        (b"Content-Length", str(len(RESPONSE_BODY)).encode()),
+    ]
+    head = server.send(h11.Response(status_code=200, headers=headers, reason=b"OK"))
+    body = server.send(h11.Data(data=RESPONSE_BODY))
+    tail = server.send(h11.EndOfMessage())
+    server.start_next_cycle()
+    return _labelled(message, head or b"", body or b"", tail or b"", starts=False)
+
+
+def _labelled(message: int, head: bytes, body: bytes, tail: bytes, *, starts: bool) -> list[Chunk]:
+    first = Chunk(
+        data=head,
+        owner=message,
+        layer=FRAMING,
+        starts=(message,) if starts else (),
+        answers=() if starts else (message,),
+    )
+    # One write per request or response, head and body together, as http.client does for a
+    # bytes body (to avoid the Nagle/delayed-ACK stall).
+    chunks = [first]
+    if body:
+        chunks.append(Chunk(data=body, owner=message, layer=PAYLOAD, joined=True))
+    if tail:  # chunked encoding's last chunk; Content-Length bodies have none
+        chunks.append(Chunk(data=tail, owner=message, layer=FRAMING, joined=True))
+    return chunks
+
+
+def _check_response(client: h11.Connection, pieces: list[bytes]) -> None:
+    client.receive_data(b"".join(pieces))
+    events = []
+    while (event := client.next_event()) is not h11.NEED_DATA:
+        events.append(event)
+        if isinstance(event, h11.EndOfMessage):
+            break
+    if not any(isinstance(e, h11.Response) and e.status_code == 200 for e in events):
+        raise AssertionError(f"client did not parse a 200 response: {events}")
