@@ -14,19 +14,23 @@ of its packets, and every row's layers sum to the row.
 from __future__ import annotations
 
 import bisect
+import json
+import tempfile
+from array import array
 from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import IO, Any
 
 from analyzer.apportion import apportion
 from analyzer.events import (
     CONTROL,
     IP,
+    LAYER_NAMES,
     LINK,
     N_LAYERS,
     OPAQUE,
-    SETUP,
     TCP,
-    TEARDOWN,
     UNDECODED,
     Anomaly,
     Event,
@@ -50,6 +54,11 @@ MAX_SPANS = 65536
 MAX_PENDING_PACKETS = 65536
 #: Direction changes remembered for counting setup turns (a turn per change back to orig).
 MAX_SETUP_TURNS = 1024
+#: Finished messages a connection keeps in memory before it starts retiring the oldest ones to
+#: a spool file.  Below it (nearly every connection) nothing is spooled; above it memory per
+#: connection stays flat however many messages a long-lived connection carries (an AMQP
+#: connection open for hours).  What stays per message is its round-trip timing: 3 integers.
+RETIRE_THRESHOLD = 1024
 
 Row = list[int]
 # A waiting data packet: (start, captured_end, wire_end, link, ip, tcp)
@@ -75,6 +84,8 @@ class MessageState:
     answered_ordinal: int | None = None
     end_ts: float | None = None
     detail: dict[str, object] = field(default_factory=dict)
+    #: offset of the message's last byte in each direction (-1: none there)
+    last: list[int] = field(default_factory=lambda: [-1, -1])
 
 
 class DirectionLedger:
@@ -158,6 +169,21 @@ class ConnectionLedger:
         self.setup_hint: int | None = None
         #: (ordinal, direction) of data-bearing packets, one per change of direction
         self.turns: list[tuple[int, int]] = []
+        #: highest stream offset of each direction that a pure ACK has acknowledged
+        self.acked = [0, 0]
+        #: round-trip timing of every message, by id: sender, first-byte and answer ordinals
+        self.senders = array("b")
+        self.starts = array("q")
+        self.answers = array("q")
+        #: ended messages in the order they ended, candidates for retiring
+        self.ended: deque[int] = deque()
+        #: retired messages' records (without their connection-wide figures), one JSON a line
+        self.spool: IO[str] | None = None
+        self.retired = 0
+        #: the retired messages' rows, summed (their bytes still count for the connection)
+        self.retired_row = new_row()
+        #: (ordinal, ts) of the earliest message's first byte
+        self.first_start: tuple[int, float] | None = None
 
     # -- packets ----------------------------------------------------------------------------
 
@@ -191,6 +217,8 @@ class ConnectionLedger:
             self.charge_headers(CONTROL, link, ip, tcp)
             return
         other = self.dirs[1 - direction]
+        if newest >= self.acked[1 - direction]:
+            self.acked[1 - direction] = newest + 1
         if newest < other.frontier:
             spans = other.spans
             # Most ACKs acknowledge the newest decoded bytes: skip the search then.
@@ -311,6 +339,10 @@ class ConnectionLedger:
         side = self.dirs[span.direction]
         if span.end <= span.start:
             return
+        if span.owner >= 0:
+            state = self.messages.get(span.owner)
+            if state is not None and span.end > state.last[span.direction]:
+                state.last[span.direction] = span.end - 1
         if not side.add(span.start, span.end, span.owner, span.layer):
             if span.start < side.frontier:
                 self.anomalies["wireprobe.span_overlap"] += 1
@@ -336,14 +368,22 @@ class ConnectionLedger:
                 start_ordinal=event.ordinal,
                 start_ts=event.ts,
             )
+            self._timing(event.message, event.sender, event.ordinal)
+            if self.first_start is None or event.ordinal < self.first_start[0]:
+                self.first_start = (event.ordinal, event.ts)
         elif isinstance(event, MessageAnswered):
             state = self.messages.get(event.message)
             if state is not None and state.answered_ordinal is None:
                 state.answered_ordinal = event.ordinal
+                self.answers[event.message] = event.ordinal
         elif isinstance(event, MessageEnded):
             state = self.messages.get(event.message)
             if state is not None:
+                if state.end_ts is None:
+                    self.ended.append(event.message)
                 state.end_ts = event.ts
+                if len(self.messages) > RETIRE_THRESHOLD:
+                    self._retire_ready()
         elif isinstance(event, MessageNote):
             state = self.messages.get(event.message)
             if state is not None:
@@ -357,6 +397,77 @@ class ConnectionLedger:
                 self.setup_hint = event.ordinal
         elif isinstance(event, TlsHandshake):
             self.handshakes.append(event)
+
+    # -- retiring finished messages -----------------------------------------------------------
+
+    def _timing(self, message: int, sender: int, ordinal: int) -> None:
+        while len(self.starts) <= message:
+            self.senders.append(-1)
+            self.starts.append(-1)
+            self.answers.append(-1)
+        self.senders[message] = sender
+        self.starts[message] = ordinal
+
+    def timings(self) -> list[tuple[int, int, int | None]]:
+        """(sender, first-byte ordinal, answer ordinal) of every message id, for round trips."""
+        return [
+            (sender, start, answer if answer >= 0 else None)
+            for sender, start, answer in zip(self.senders, self.starts, self.answers, strict=True)
+        ]
+
+    def _retirable(self, state: MessageState) -> bool:
+        """Nothing can charge this message any more: every byte decoded and settled, and the
+        peer acknowledged past its last byte, so later ACKs name newer bytes."""
+        for direction, last in enumerate(state.last):
+            if last < 0:
+                continue
+            side = self.dirs[direction]
+            if side.frontier <= last or self.acked[direction] <= last + 1:
+                return False
+            if side.pending and side.pending[0][0] <= last:
+                return False
+            if side.acks and side.acks[0][0] <= last:
+                return False
+        return True
+
+    def _retire_ready(self) -> None:
+        while self.ended and len(self.messages) > RETIRE_THRESHOLD // 2:
+            state = self.messages.get(self.ended[0])
+            if state is None:
+                self.ended.popleft()
+                continue
+            if not self._retirable(state):
+                return
+            self.ended.popleft()
+            del self.messages[state.message]
+            row = self.rows.pop(state.message, None) or new_row()
+            for layer, n in enumerate(row):
+                self.retired_row[layer] += n
+            if self.spool is None:
+                self.spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
+            self.spool.write(json.dumps(message_fields(state, row)) + "\n")
+            self.retired += 1
+
+    def retired_records(self) -> Iterator[dict[str, Any]]:
+        """The retired messages' fields, in the order they were retired; closes the spool."""
+        if self.spool is None:
+            return
+        self.spool.seek(0)
+        for line in self.spool:
+            record: dict[str, Any] = json.loads(line)
+            yield record
+        self.spool.close()
+        self.spool = None
+
+    def late_charges(self) -> None:
+        """Bytes charged to a message after it was retired (a spurious retransmission, a stale
+        duplicate ACK) move to ``control``, so the ledger still balances."""
+        for owner in [o for o in self.rows if o >= 0 and o not in self.messages]:
+            row = self.rows.pop(owner)
+            target = self.rows.setdefault(CONTROL, new_row())
+            for layer, n in enumerate(row):
+                target[layer] += n
+            self.anomalies["wireprobe.charge_after_retire"] += 1
 
     # -- the end ----------------------------------------------------------------------------
 
@@ -380,18 +491,32 @@ class ConnectionLedger:
             while side.acks:
                 self._settle_ack(side, side.acks.popleft())
 
+    def layer_totals(self) -> Row:
+        """Bytes per layer over every owner, retired messages included."""
+        total = list(self.retired_row)
+        for row in self.rows.values():
+            for layer, n in enumerate(row):
+                total[layer] += n
+        return total
+
     def wire_bytes(self) -> int:
-        return sum(sum(row) for row in self.rows.values())
+        return sum(self.layer_totals())
 
     def bucket(self, owner: int) -> int:
         row = self.rows.get(owner)
         return sum(row) if row else 0
 
 
-def layer_dict(row: Row) -> dict[str, int]:
-    from analyzer.events import LAYER_NAMES
-
-    return dict(zip(LAYER_NAMES, row, strict=True))
-
-
-__all__ = ["SETUP", "TEARDOWN", "ConnectionLedger", "MessageState", "layer_dict", "new_row"]
+def message_fields(state: MessageState, row: Row) -> dict[str, Any]:
+    """A message's own figures (the record without its connection-wide ones)."""
+    return {
+        "index": state.message,
+        "protocol": state.protocol,
+        "kind": state.kind,
+        "sender": "orig" if state.sender == 0 else "resp",
+        "start_ts": state.start_ts,
+        "end_ts": state.end_ts,
+        "marginal_bytes": sum(row),
+        "layers": dict(zip(LAYER_NAMES, row, strict=True)),
+        "detail": state.detail,
+    }

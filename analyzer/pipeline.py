@@ -9,7 +9,7 @@ the connections open at the same time.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
@@ -20,7 +20,9 @@ from analyzer.options import AnalyzeOptions
 from analyzer.packets import decode
 from analyzer.records import Record, Summary, connection_records
 
-OnRecord = Callable[[Record, list[Record]], None]
+#: Called once per finished connection with its record and an iterator over its messages'
+#: records (consume it before returning: it reads a spool that closes afterwards).
+OnRecord = Callable[[Record, Iterator[Record]], None]
 
 
 @dataclass(slots=True)
@@ -59,11 +61,13 @@ def analyze(
 
     def finished(conn: Connection) -> None:
         record, messages = connection_records(conn)
-        summary.add(record, messages)
+        summary.add(record)
         result.connections += 1
-        result.messages += len(messages)
+        result.messages += record["messages"] or 0
         if on_record is not None:
             on_record(record, messages)
+        for _ in messages:  # drain, so a spool is always read and closed
+            pass
 
     keylog = options.decode.keylog
     if keylog is None:

@@ -6,14 +6,16 @@ serialise them).  ``Summary`` folds records into the per-protocol figures as the
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from analyzer.accounting import MessageState, message_fields, new_row
 from analyzer.events import (
     BUCKET_NAMES,
     CONTROL,
     LAYER_NAMES,
-    N_LAYERS,
     PAYLOAD,
     SETUP,
     TEARDOWN,
@@ -31,14 +33,6 @@ MESSAGE_PROTOCOLS = ("http1", "http2", "amqp")
 
 def _layers(row: list[int]) -> dict[str, int]:
     return dict(zip(LAYER_NAMES, row, strict=True))
-
-
-def _sum_rows(rows: list[list[int]]) -> list[int]:
-    total = [0] * N_LAYERS
-    for row in rows:
-        for i, value in enumerate(row):
-            total[i] += value
-    return total
 
 
 def _tls(conn: Connection) -> Record | None:
@@ -82,52 +76,32 @@ def _messages_decoded(conn: Connection, count: int) -> bool:
     return not ledger.handshakes or any(h.decrypted for h in ledger.handshakes)
 
 
-def connection_records(conn: Connection) -> tuple[Record, list[Record]]:
-    """The connection's record and its messages' records."""
+def connection_records(conn: Connection) -> tuple[Record, Iterator[Record]]:
+    """The connection's record and (lazily) its messages' records, retired ones first."""
     ledger = conn.ledger
-    rows = ledger.rows
-    states = sorted(ledger.messages.values(), key=lambda m: m.message)
+    ledger.late_charges()
+    live = sorted(ledger.messages.values(), key=lambda m: m.message)
+    count = len(live) + ledger.retired
     shared = ledger.bucket(SETUP) + ledger.bucket(TEARDOWN) + ledger.bucket(CONTROL)
-    share = shared / len(states) if states else 0.0
-    trips = message_round_trips([(m.sender, m.start_ordinal, m.answered_ordinal) for m in states])
-    bound = min((m.start_ordinal for m in states), default=ledger.setup_hint)
+    share = shared / count if count else 0.0
+    timings = ledger.timings()
+    trips = message_round_trips(timings)
+    first = min((t[1] for t in timings if t[1] >= 0), default=None)
+    bound = first if first is not None else ledger.setup_hint
     setup_trips = setup_round_trips(conn.tcp_handshake, ledger.turns, bound)
-    orig = format_endpoint(*conn.orig)
-    resp = format_endpoint(*conn.resp)
-    messages: list[Record] = []
-    for state, rt in zip(states, trips, strict=True):
-        row = rows.get(state.message, [0] * N_LAYERS)
-        marginal = sum(row)
-        messages.append(
-            {
-                "connection": conn.id,
-                "index": state.message,
-                "protocol": state.protocol,
-                "kind": state.kind,
-                "sender": "orig" if state.sender == 0 else "resp",
-                "start_ts": state.start_ts,
-                "end_ts": state.end_ts,
-                "round_trips": rt,
-                "marginal_bytes": marginal,
-                "loaded_bytes": marginal + share,
-                "layers": _layers(row),
-                "detail": state.detail,
-            }
-        )
-    total_row = _sum_rows(list(rows.values()))
-    decoded = _messages_decoded(conn, len(states))
+    decoded = _messages_decoded(conn, count)
     record: Record = {
         "id": conn.id,
-        "orig": orig,
-        "resp": resp,
+        "orig": format_endpoint(*conn.orig),
+        "resp": format_endpoint(*conn.resp),
         "protocol": ledger.protocol,
-        "messages": len(states) if decoded else None,
+        "messages": count if decoded else None,
         "tcp_handshake": conn.tcp_handshake,
         "tls": _tls(conn),
         "setup_round_trips": setup_trips,
         "round_trips": setup_trips + sum(trips),
         "wire_bytes": conn.wire[0] + conn.wire[1],
-        "layers": _layers(total_row),
+        "layers": _layers(ledger.layer_totals()),
         "setup_bytes": ledger.bucket(SETUP),
         "teardown_bytes": ledger.bucket(TEARDOWN),
         "control_bytes": ledger.bucket(CONTROL),
@@ -142,11 +116,33 @@ def connection_records(conn: Connection) -> tuple[Record, list[Record]]:
         "first_ts": conn.first_ts,
         "last_ts": conn.last_ts,
         "handshake_rtt_s": _handshake_rtt(conn),
-        "time_to_first_message_s": (states[0].start_ts - conn.first_ts if states else None),
+        "time_to_first_message_s": _time_to_first_message(conn),
         "closed": "rst" if conn.rst else ("fin" if all(conn.fin) else "open"),
         "anomalies": _anomalies(conn),
     }
-    return record, messages
+    return record, _message_records(conn, live, trips, share)
+
+
+def _message_records(
+    conn: Connection, live: list[MessageState], trips: list[float], share: float
+) -> Iterator[Record]:
+    """Each message's fields plus its connection-wide ones (id, round trips, loaded cost)."""
+    ledger = conn.ledger
+    retired = ledger.retired_records()
+    fresh = (message_fields(state, ledger.rows.get(state.message, new_row())) for state in live)
+    for fields in itertools.chain(retired, fresh):
+        index = fields["index"]
+        yield {
+            "connection": conn.id,
+            **fields,
+            "round_trips": trips[index] if index < len(trips) else 0.0,
+            "loaded_bytes": fields["marginal_bytes"] + share,
+        }
+
+
+def _time_to_first_message(conn: Connection) -> float | None:
+    first = conn.ledger.first_start
+    return None if first is None else first[1] - conn.first_ts
 
 
 def _handshake_rtt(conn: Connection) -> float | None:
@@ -184,7 +180,7 @@ class Summary:
 
     totals: dict[str, _ProtocolTotals] = field(default_factory=dict)
 
-    def add(self, record: Record, messages: list[Record]) -> None:
+    def add(self, record: Record) -> None:
         t = self.totals.setdefault(record["protocol"], _ProtocolTotals())
         t.connections += 1
         t.tcp_handshakes += int(record["tcp_handshake"])
@@ -199,8 +195,17 @@ class Summary:
         t.decoded_connections += 1
         t.messages += record["messages"]
         t.message_wire_bytes += record["wire_bytes"]
-        t.marginal_bytes += sum(m["marginal_bytes"] for m in messages)
-        t.loaded_bytes += sum(m["loaded_bytes"] for m in messages)
+        # By the conservation law: messages' direct bytes are what no bucket took.
+        buckets = (
+            record["setup_bytes"]
+            + record["teardown_bytes"]
+            + record["control_bytes"]
+            + record["undecoded_bytes"]
+        )
+        marginal = record["wire_bytes"] - buckets
+        t.marginal_bytes += marginal
+        if record["messages"]:
+            t.loaded_bytes += marginal + buckets - record["undecoded_bytes"]
         t.round_trips += record["round_trips"]
         t.setup_bytes += record["setup_bytes"]
         t.setup_round_trips += record["setup_round_trips"]

@@ -13,6 +13,7 @@ import io
 import json
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -93,7 +94,7 @@ class Collector:
         elif fmt == "csv":
             self._csv_rows = tempfile.TemporaryFile("w+", encoding="utf-8", newline="")  # noqa: SIM115
 
-    def add(self, record: Record, messages: list[Record]) -> None:
+    def add(self, record: Record, messages: Iterator[Record]) -> None:
         self._seen += 1
         self._note(record)
         if self._conns is not None and self._msgs is not None:

@@ -139,3 +139,35 @@ def test_sequence_numbers_wrapping_around(tmp_path: Path) -> None:
     conn = one(tmp_path, conv)
     assert conn["missing_bytes"] == 0 and conn["retransmitted_bytes"] == 0
     assert conn["layers"]["opaque"] == 290
+
+
+def test_retiring_messages_changes_no_figure(tmp_path: Path, monkeypatch: Any) -> None:
+    """A long connection retires finished messages to a spool; every figure stays the same."""
+    from analyzer import accounting, pipeline
+
+    conv = Conversation(resp_port=80).handshake()
+    for i in range(40):
+        body = b"x" * (i + 1)
+        conv.orig(
+            b"POST /m HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        conv.resp(b"HTTP/1.1 204 No Content\r\n\r\n")
+    conv.close()
+    path = conv.write(tmp_path / "long.pcap")
+    whole = analyze_json([path])
+    monkeypatch.setattr(accounting, "RETIRE_THRESHOLD", 4)
+    spooled: list[int] = []
+    real = pipeline.connection_records
+
+    def spy(conn: Any) -> Any:
+        spooled.append(conn.ledger.retired)
+        return real(conn)
+
+    monkeypatch.setattr(pipeline, "connection_records", spy)
+    retired = analyze_json([path])
+    assert spooled and spooled[0] >= 30, "most messages must have gone through the spool"
+    check_conservation(retired)
+    assert retired["connections"] == whole["connections"]
+    assert retired["summary"] == whole["summary"]
+    by_index = {m["index"]: m for m in retired["messages"]}
+    assert [by_index[i] for i in range(40)] == whole["messages"]
