@@ -19,6 +19,7 @@ from analyzer.events import (
     OPAQUE,
     SETUP,
     TEARDOWN,
+    UNDECODED,
     MessageIds,
     StreamDecoder,
 )
@@ -171,6 +172,7 @@ class FlowTable:
         self._table: dict[tuple[bytes, int, bytes, int], tuple[Connection, int]] = {}
         self._next_sweep = 0.0
         self._idle_s = options.idle_timeout_s
+        self._transport_only = options.transport_only
 
     def __len__(self) -> int:
         return len(self._table) // 2
@@ -243,7 +245,8 @@ class FlowTable:
                     conn.ack_ts = ts
             elif other.fin_offset is not None and newest >= other.fin_offset:
                 conn.ledger.charge_headers(TEARDOWN, link, ip, tcp)
-            elif newest < 0:
+            elif newest < 0 or self._transport_only:
+                # (transport-only: every stream byte is undecoded, whose ACKs are control)
                 conn.ledger.charge_headers(CONTROL, link, ip, tcp)
             else:
                 conn.ledger.pure_ack(direction, newest, link, ip, tcp)
@@ -270,6 +273,13 @@ class FlowTable:
         asm = conn.asm[direction]
         start = asm.offset(seq)
         pieces = asm.segment(start, payload, plen)
+        if self._transport_only:
+            # No decoder: every payload byte is undecoded, so the packet needs no spans.
+            # Reassembly still runs for retransmissions and gaps.
+            ledger = conn.ledger
+            ledger.charge_headers(UNDECODED, link, ip, tcp)
+            ledger.charge(UNDECODED, OPAQUE, plen)
+            return
         if pieces:
             conn.ledger.note_data(ordinal, direction)
             conn.feed(direction, pieces, ordinal, ts)

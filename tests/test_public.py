@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import analyze_json, check_conservation, public_captures
@@ -60,3 +61,32 @@ def test_retransmitted_bytes_equal_tshark(path: Path) -> None:
     ours = sum(c["retransmitted_bytes"] for c in analyze_json([path])["connections"])
     theirs = sum(s["retransmitted"] for s in tcp_conversations(path).values())
     assert ours == RETRANSMISSION_EXCEPTIONS.get(path.name, theirs)
+
+
+#: Fields that depend on application decoding, which --transport-only skips by design.
+DECODED_FIELDS = (
+    "protocol",
+    "messages",
+    "tls",
+    "setup_round_trips",
+    "round_trips",
+    "time_to_first_message_s",
+    "anomalies",
+)
+
+
+@pytest.mark.parametrize("path", PUBLIC, ids=IDS)
+def test_transport_only_gives_the_opaque_decoders_figures(path: Path, monkeypatch: Any) -> None:
+    """The --transport-only short cut charges exactly what decoding everything as opaque does."""
+    from analyzer import detect
+    from analyzer.options import AnalyzeOptions
+    from analyzer.pipeline import analyze
+
+    def connections(options: AnalyzeOptions) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        analyze([str(path)], options, on_record=lambda r, m: out.append(r))
+        return [{k: v for k, v in r.items() if k not in DECODED_FIELDS} for r in out]
+
+    fast = connections(AnalyzeOptions(transport_only=True))
+    monkeypatch.setattr(detect, "DECODERS", {})
+    assert fast == connections(AnalyzeOptions())
