@@ -240,6 +240,13 @@ class ConnectionLedger:
             self.anomalies["wireprobe.pending_overflow"] += 1
             self._settle_ack(other, other.acks.popleft())
 
+    def ack_unseen(self, direction: int, newest: int, link: int, ip: int, tcp: int) -> None:
+        """A pure ACK of bytes the capture never carried: control, but it still moves the
+        acknowledged offset that retiring messages waits for."""
+        if newest >= self.acked[1 - direction]:
+            self.acked[1 - direction] = newest + 1
+        self.charge_headers(CONTROL, link, ip, tcp)
+
     def _ack_owner(self, side: DirectionLedger, offset: int) -> int:
         owner = side.owner_at(offset)
         if owner is None or owner == UNDECODED:

@@ -249,11 +249,17 @@ class FlowTable:
                 # (transport-only: every stream byte is undecoded, whose ACKs are control)
                 conn.ledger.charge_headers(CONTROL, link, ip, tcp)
             else:
-                conn.ledger.pure_ack(direction, newest, link, ip, tcp)
                 if other.held_bytes:
+                    # Held segments the peer acknowledged past: their hole will never fill.
                     pieces = other.acked(newest + 1)
                     if pieces:
                         conn.feed(1 - direction, pieces, ordinal, ts)
+                if newest < other.next:
+                    conn.ledger.pure_ack(direction, newest, link, ip, tcp)
+                else:
+                    # It acknowledges bytes the capture never saw (Wireshark's "ACKed unseen
+                    # segment"): nothing of ours to charge it to, and nothing to wait for.
+                    conn.ledger.ack_unseen(direction, newest, link, ip, tcp)
         if ts >= self._next_sweep:
             self._sweep(ts)
 

@@ -16,6 +16,15 @@ if ((${#need_apt[@]})); then
     $SUDO apt-get install -y -q --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
+# The live tests talk to a real RabbitMQ on 127.0.0.1:5672: start it when it is installed but
+# stopped (machines of this kind ship it; `rabbitmq-server -detached` is Debian's way).
+amqp_up() { (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; }
+if ! amqp_up && command -v rabbitmq-server >/dev/null 2>&1; then
+    echo "wireprobe tests: starting RabbitMQ" >&2
+    rabbitmq-server -detached >/dev/null 2>&1 || true
+    for _ in $(seq 60); do amqp_up && break; sleep 1; done
+fi
+
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv

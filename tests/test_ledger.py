@@ -171,3 +171,13 @@ def test_retiring_messages_changes_no_figure(tmp_path: Path, monkeypatch: Any) -
     assert retired["summary"] == whole["summary"]
     by_index = {m["index"]: m for m in retired["messages"]}
     assert [by_index[i] for i in range(40)] == whole["messages"]
+
+
+def test_ack_of_bytes_the_capture_never_saw_is_control(tmp_path: Path) -> None:
+    conv = noise_conv().handshake().orig(NOISE[:10])
+    conv.resp(NOISE[:500], drop=(0,))  # the server's data was not captured, its ACK was
+    conv.close()
+    conn = one(tmp_path, conv)
+    # ACK of orig's 10 bytes + ACK of resp's unseen 500 bytes: both control
+    assert conn["control_bytes"] == 2 * BARE
+    assert not [a for a in conn["anomalies"] if a["name"].startswith("wireprobe.")]
