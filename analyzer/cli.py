@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import IO, TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from analyzer.errors import UsageError, WireprobeError
 from analyzer.options import AnalyzeOptions, DecodeOptions
+
+if TYPE_CHECKING:
+    from analyzer.pipeline import Analysis
+    from analyzer.report import Collector
 
 app = typer.Typer(
     add_completion=False,
@@ -78,7 +83,7 @@ def analyze(
         list[str], typer.Argument(help="pcap or pcapng files (gzip too); '-' reads stdin.")
     ],
     fmt: Annotated[
-        str, typer.Option("--format", "-f", help="table, json, csv or markdown.")
+        str, typer.Option("--format", "-f", help="table, json, csv, markdown or html.")
     ] = "table",
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
@@ -104,8 +109,9 @@ def analyze(
     from analyzer.report import FORMATS, Collector
 
     try:
-        if fmt not in FORMATS:
-            raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+        if fmt not in (*FORMATS, "html"):
+            formats = ", ".join((*FORMATS, "html"))
+            raise UsageError(f"--format must be one of {formats}, not {fmt!r}")
         _check_output(output, captures, force)
         options = AnalyzeOptions(
             decode=DecodeOptions(
@@ -114,17 +120,34 @@ def analyze(
             ),
             transport_only=transport_only,
         )
-        collector = Collector(fmt)
+        collector = Collector("json" if fmt == "html" else fmt)
         analysis = run_analysis(captures, options, on_record=collector.add)
     except WireprobeError as err:
         fail(str(err))
+    render = _html_renderer(collector) if fmt == "html" else collector.render
     if output is None:
-        collector.render(analysis, sys.stdout)
+        render(analysis, sys.stdout)
         return
     tmp = output.with_name(output.name + ".partial")
     with open(tmp, "w", encoding="utf-8", newline="") as out:
-        collector.render(analysis, out)
+        render(analysis, out)
     os.replace(tmp, output)
+
+
+def _html_renderer(collector: Collector) -> Callable[[Analysis, IO[str]], None]:
+    """The HTML report of a capture: the analysis JSON, drawn by the comparison's renderer."""
+
+    def render(analysis: Analysis, out: IO[str]) -> None:
+        import io
+        import json
+
+        from analyzer.compare import render_capture_html
+
+        buffer = io.StringIO()
+        collector.render(analysis, buffer)
+        out.write(render_capture_html(json.loads(buffer.getvalue())))
+
+    return render
 
 
 def _refuse_overwrite(paths: list[Path | None], force: bool) -> None:
@@ -212,6 +235,43 @@ def generate(
         f"{len(conns) if isinstance(conns, list) else '?'} connections, "
         f"{scenario.messages} messages"
     )
+
+
+@app.command()
+def compare(
+    messages: Annotated[
+        int, typer.Option(help="Messages in each scenario (caps messages per connection).")
+    ] = 200,
+    payload: Annotated[
+        list[int] | None, typer.Option(help="Payload size in bytes; repeat for several.")
+    ] = None,
+    live: Annotated[
+        bool, typer.Option("--live", help="Record real peers instead of generating.")
+    ] = False,
+    output_dir: Annotated[Path, typer.Option("--output-dir", help="Where the report goes.")] = Path(
+        "wireprobe-report"
+    ),
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite a non-empty output directory.")
+    ] = False,
+) -> None:
+    """REST calls against a message queue, measured: tables, charts and claims."""
+    from rich.console import Console
+
+    from analyzer.compare.command import compare_command
+    from analyzer.compare.matrix import DEFAULT_PAYLOADS
+
+    try:
+        compare_command(
+            messages=messages,
+            payloads=tuple(payload) if payload else DEFAULT_PAYLOADS,
+            live=live,
+            output_dir=output_dir,
+            force=force,
+            console=Console(),
+        )
+    except WireprobeError as err:
+        fail(str(err))
 
 
 def main() -> None:

@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # The whole test run on a fresh machine: installs what the tests need, then runs them.
-#   - Debian packages pip cannot install (tshark for the cross-checks), non-interactively;
+#   - Debian packages pip cannot install (tshark for the cross-checks, chromium for the HTML
+#     report test), non-interactively;
 #   - a virtualenv in .venv with wireprobe and its dev extra;
 #   - ruff and mypy --strict on analyzer/, then pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-command -v tshark >/dev/null 2>&1 || need_apt+=(tshark)
+command -v tshark >/dev/null 2>&1 || need_apt+=(tshark)      # the second opinion (pyshark)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)  # opens the HTML reports
 if ((${#need_apt[@]})); then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     export DEBIAN_FRONTEND=noninteractive
     echo "wireprobe tests: installing ${need_apt[*]} from Debian's packages" >&2
     $SUDO apt-get update -q >/dev/null
-    $SUDO apt-get install -y -q --no-install-recommends "${need_apt[@]}" >/dev/null
+    $SUDO apt-get install -y -q "${need_apt[@]}" >/dev/null
 fi
 
 # The live tests talk to a real RabbitMQ on 127.0.0.1:5672: start it when it is installed but

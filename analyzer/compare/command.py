@@ -1,0 +1,101 @@
+"""``wireprobe compare``: run the matrix, print the tables, write the report directory.
+
+The edge of the compare package: the only module here that writes files or prints.  The CLI
+(analyzer/cli.py) calls ``compare_command``; ``UsageError`` means exit 2 with its message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from analyzer.compare.claims import Claim, claims, headlines
+from analyzer.compare.matrix import (
+    DEFAULT_MESSAGES,
+    DEFAULT_PAYLOADS,
+    CompareOptions,
+    CompareResult,
+    run_compare,
+)
+from analyzer.compare.render import (
+    claims_markdown,
+    render_charts,
+    render_html,
+    render_markdown,
+    terminal_tables,
+)
+from analyzer.errors import UsageError
+
+DEFAULT_OUTPUT_DIR = Path("wireprobe-report")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Report:
+    """What a compare run left behind."""
+
+    result: CompareResult
+    claims: tuple[Claim, ...]
+    #: every file written, in writing order
+    files: tuple[Path, ...]
+
+
+def compare_command(
+    *,
+    messages: int = DEFAULT_MESSAGES,
+    payloads: tuple[int, ...] = DEFAULT_PAYLOADS,
+    live: bool = False,
+    output_dir: Path = DEFAULT_OUTPUT_DIR,
+    force: bool = False,
+    console: Console | None = None,
+    options: CompareOptions | None = None,
+) -> Report:
+    """Run, print the tables to ``console`` and write ``output_dir``; ``UsageError`` when the
+    arguments cannot work (a non-empty output directory without ``force``, bad numbers)."""
+    check_output_dir(output_dir, force)
+    options = options or CompareOptions(messages=messages, payloads=payloads, live=live)
+    result = run_compare(options)
+    verdicts = tuple(claims(result))
+    files = write_report(result, verdicts, output_dir)
+    if console is not None:
+        for table in terminal_tables(result, verdicts):
+            console.print(table)
+        for line in headlines(result):
+            console.print(f"- {line}", highlight=False)
+        console.print(
+            f"Report written to {output_dir}/ (report.html, report.md, charts) "
+            f"in {result.elapsed_s:.1f} s."
+        )
+    return Report(result=result, claims=verdicts, files=files)
+
+
+def check_output_dir(output_dir: Path, force: bool) -> None:
+    """Refuse to overwrite a non-empty directory (or a file) unless forced."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UsageError(f"{output_dir} exists and is not a directory")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not force:
+        raise UsageError(f"{output_dir} is not empty (use --force to overwrite)")
+
+
+def write_report(
+    result: CompareResult, verdicts: tuple[Claim, ...], output_dir: Path
+) -> tuple[Path, ...]:
+    """Charts as PNG and SVG, report.md, report.html and claims.md in ``output_dir``."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    rendered = render_charts(result)
+    files: list[Path] = []
+    for name, chart in rendered.items():
+        files.append(_write(output_dir / f"{name}.png", chart.png))
+        files.append(_write(output_dir / f"{name}.svg", chart.svg.encode()))
+    files.append(_write(output_dir / "report.md", render_markdown(result, verdicts).encode()))
+    files.append(_write(output_dir / "claims.md", claims_markdown(verdicts).encode()))
+    files.append(
+        _write(output_dir / "report.html", render_html(result, verdicts, rendered).encode())
+    )
+    return tuple(files)
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
