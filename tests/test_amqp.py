@@ -811,3 +811,54 @@ def test_detection_hands_a_real_session_to_this_decoder() -> None:
     direct = run(make, steps)
     assert detected.protocols == ["amqp"]
     assert detected.owner_bytes() == direct.owner_bytes()
+
+
+# ------------------------------------------------------------------ methods unpacked by hand
+
+
+def pamqp_fields(payload: bytes) -> tuple[str, ...] | None:
+    """What the decoder reads of a method, as pamqp alone decodes it (None: not a method)."""
+    factory = commands.INDEX_MAPPING.get(int.from_bytes(payload[:4], "big"))
+    if factory is None:
+        return None
+    value = factory()
+    try:
+        value.unmarshal(payload[4:])
+    except amqp._PAMQP_ERRORS:
+        return None
+    return described(value)
+
+
+def described(value: object) -> tuple[str, ...]:
+    keys = ("name", "exchange", "routing_key", "reply_code", "delivery_tag", "consumer_tag")
+    found = tuple(repr(getattr(value, key, None)) for key in keys)
+    return (*found, repr(bool(getattr(value, "multiple", False))))
+
+
+HAND_UNPACKED = [
+    commands.Basic.Publish(exchange="amq.topic", routing_key="a.b", mandatory=True),
+    commands.Basic.Publish(exchange="", routing_key="caf\u00e9", immediate=True),
+    commands.Basic.Return(reply_code=312, reply_text="NO_ROUTE", exchange="x", routing_key="k"),
+    commands.Basic.Deliver("ctag-1", 2**40, True, "x", "r\u00e9"),
+    commands.Basic.GetOk(7, False, "", "q", 3),
+    commands.Basic.Ack(9, multiple=True),
+    commands.Basic.Ack(10),
+    commands.Basic.Nack(11, multiple=True, requeue=False),
+    commands.Basic.Nack(12, multiple=False, requeue=True),
+    commands.Basic.Reject(13, requeue=True),
+]
+
+
+@pytest.mark.parametrize("value", HAND_UNPACKED, ids=lambda v: v.name)
+def test_methods_unpacked_by_hand_read_as_pamqp_reads_them_whole_cut_and_damaged(
+    value: Method,
+) -> None:
+    # The decoder unpacks content-carrying methods and acks with struct (they come once per
+    # message); every prefix, a bad UTF-8 octet and trailing bytes must read as pamqp reads them.
+    payload = method(value)[7:-1]  # frame header and frame-end off: the method payload
+    assert amqp._decode_method(payload) is not None
+    damaged = [payload[:n] for n in range(len(payload) + 1)] + [payload + b"\x00\x01"]
+    damaged += [payload[:i] + b"\xff" + payload[i + 1 :] for i in range(4, len(payload))]
+    for data in damaged:
+        ours = amqp._decode_method(data)
+        assert (None if ours is None else described(ours)) == pamqp_fields(data), data

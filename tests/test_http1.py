@@ -178,6 +178,22 @@ def test_pipelined_requests_are_answered_in_order() -> None:
     assert [whole.notes[m]["target"] for m in range(3)] == ["/0", "/1", "/2"]
 
 
+def test_pipelined_request_split_after_its_first_line_keeps_its_body_payload() -> None:
+    # The synthetic generator's pipelined POSTs at MTU 576: one segment ends a request's body and
+    # carries the next request's start line and part of its fields; the next segment has the
+    # rest.  The decoder once lost its place in the header block (buffer indexes went stale when
+    # the finished request was dropped from the buffer) and charged the body as framing.
+    post = b"POST /u HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n"
+    split = post.index(b"Content-Length")
+    ok = b"HTTP/1.1 204 No Content\r\n\r\n"
+    steps = [orig(post + b"hello" + post[:split]), orig(post[split:] + b"world"), resp(ok + ok)]
+    whole, _ = all_ways(make, steps)
+    assert [layers(whole, m) for m in (0, 1)] == [(len(post) + len(ok), 5, 0)] * 2
+    assert [m.ordinal for m in whole.started] == [1, 1]
+    assert [whole.notes[m]["request_body_bytes"] for m in (0, 1)] == [5, 5]
+    assert not whole.anomalies
+
+
 def test_http10_with_bare_lf_lines() -> None:
     request = b"GET /old HTTP/1.0\nUser-Agent: x\n\n"
     response = b"HTTP/1.0 200 OK\nContent-Length: 2\n\nhi"

@@ -1004,3 +1004,22 @@ def test_an_empty_connection_only_names_its_protocol() -> None:
 def test_a_preface_cut_short_is_setup_left_opaque() -> None:
     result = run(Made(), [(ORIG, PREFACE[:10])])
     assert result.owner_bytes() == Counter({(SETUP, OPAQUE): 10})
+
+
+def test_a_repeated_header_block_follows_the_dynamic_table_it_indexes() -> None:
+    # A block of indexed fields decodes the same way while the table stays, so the decoder
+    # remembers it; once another block inserts an entry, the same bytes mean something else
+    # (RFC 7541 section 2.3.3: index 62 is always the newest entry).
+    def inserting(path: bytes) -> bytes:
+        # :method GET, :scheme http, then :path as a literal with incremental indexing
+        # (static name index 4, RFC 7541 section 6.2.1).
+        return b"\x82\x86\x44" + bytes([len(path)]) + path
+
+    indexed = b"\x82\x86\xbe"  # :method GET, :scheme http, dynamic entry 62
+    blocks = [inserting(b"/a"), indexed, indexed, inserting(b"/b"), indexed, indexed]
+    orig = PREFACE + settings()
+    for number, block in enumerate(blocks):
+        orig += headers(2 * number + 1, block, "END_STREAM")
+    whole, _ = all_ways(Made(), [(ORIG, orig), (RESP, settings())])
+    assert [whole.notes[m]["path"] for m in range(len(blocks))] == ["/a"] * 3 + ["/b"] * 3
+    assert not whole.anomalies

@@ -567,12 +567,6 @@ def test_segments_never_exceed_the_mss() -> None:
     assert sum(len(s.payload) for s in segments) == 10_000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="analyzer bug, not the truth's: analyzer/protocols/http1.py charges body bytes of a "
-    "pipelined request as framing when the request straddles TCP segments (tshark and h11's "
-    "server role read these requests fine); drop this mark when it is fixed",
-)
 def test_analyzer_equals_the_truth_for_pipelined_requests_across_segments(tmp_path: Path) -> None:
     g = gen(protocol="http1", messages=3, payload=100, mtu=576, concurrency=3)
     diffs = _analyzer_vs_truth(g, tmp_path)

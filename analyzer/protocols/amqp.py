@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pamqp import commands, exceptions
@@ -147,7 +148,105 @@ def _frame_header(buf: bytearray, pos: int) -> tuple[int, int, int]:
     return int(kind), int(channel), int(size)
 
 
-def _decode_method(payload: bytes) -> PamqpMethod | None:
+@dataclass(frozen=True, slots=True)
+class _Fast:
+    """The fields we read of a content-carrying or acknowledgement method, unpacked with
+    struct (``_FAST_METHODS``); read with the same ``getattr`` calls as a pamqp method."""
+
+    name: str
+    exchange: str | None = None
+    routing_key: str | None = None
+    reply_code: int | None = None
+    delivery_tag: int | None = None
+    consumer_tag: str | None = None
+    multiple: bool = False
+
+
+Method = PamqpMethod | _Fast
+
+_SHORT = struct.Struct(">H")
+_LONG_LONG = struct.Struct(">q")  # pamqp's longlong is signed
+
+
+def _short_strings(payload: bytes, at: int, count: int) -> tuple[list[str], int]:
+    """``count`` AMQP short strings (u8 length + UTF-8) from ``at``, and the offset after them.
+    Raises IndexError when one is cut short (the caller then asks pamqp)."""
+    values = []
+    for _ in range(count):
+        end = at + 1 + payload[at]
+        if end > len(payload):
+            raise IndexError(at)
+        values.append(payload[at + 1 : end].decode("utf-8"))
+        at = end
+    return values, at
+
+
+def _fast_publish(payload: bytes) -> _Fast:
+    # Basic.Publish: ticket short, exchange shortstr, routing-key shortstr, mandatory and
+    # immediate bits (one octet).
+    (exchange, routing_key), end = _short_strings(payload, 6, 2)
+    if end >= len(payload):
+        raise IndexError(end)
+    return _Fast("Basic.Publish", exchange, routing_key)
+
+
+def _fast_return(payload: bytes) -> _Fast:
+    # Basic.Return: reply-code short, reply-text, exchange, routing-key shortstrs.
+    (reply_code,) = _SHORT.unpack_from(payload, 4)
+    (_, exchange, routing_key), _ = _short_strings(payload, 6, 3)
+    return _Fast("Basic.Return", exchange, routing_key, reply_code=reply_code)
+
+
+def _fast_deliver(payload: bytes) -> _Fast:
+    # Basic.Deliver: consumer-tag shortstr, delivery-tag longlong, redelivered bit (one
+    # octet), exchange and routing-key shortstrs.
+    (consumer_tag,), at = _short_strings(payload, 4, 1)
+    (tag,) = _LONG_LONG.unpack_from(payload, at)
+    if at + 8 >= len(payload):
+        raise IndexError(at)
+    (exchange, routing_key), _ = _short_strings(payload, at + 9, 2)
+    return _Fast(
+        "Basic.Deliver", exchange, routing_key, delivery_tag=tag, consumer_tag=consumer_tag
+    )
+
+
+def _fast_get_ok(payload: bytes) -> _Fast:
+    # Basic.GetOk: delivery-tag longlong, redelivered bit (one octet), exchange and
+    # routing-key shortstrs, message-count long.
+    (tag,) = _LONG_LONG.unpack_from(payload, 4)
+    if len(payload) <= 12:
+        raise IndexError(12)
+    (exchange, routing_key), end = _short_strings(payload, 13, 2)
+    if end + 4 > len(payload):
+        raise IndexError(end)
+    return _Fast("Basic.GetOk", exchange, routing_key, delivery_tag=tag)
+
+
+def _fast_ack(name: str, has_multiple: bool) -> Callable[[bytes], _Fast]:
+    # Basic.Ack / Nack / Reject: delivery-tag longlong, then bits (multiple first, if any).
+    def decode(payload: bytes) -> _Fast:
+        (tag,) = _LONG_LONG.unpack_from(payload, 4)
+        bits = payload[12]
+        return _Fast(name, delivery_tag=tag, multiple=has_multiple and bool(bits & 1))
+
+    return decode
+
+
+#: Methods unpacked by hand: they come once per message (content) or per acknowledgement, and
+#: pamqp's generic field-by-field unmarshal costs several times the rest of their frame's work.
+#: Same values as pamqp; anything cut short or not UTF-8 is handed to pamqp to judge.
+_FAST_METHODS: dict[int, Callable[[bytes], _Fast]] = {
+    0x003C0028: _fast_publish,
+    0x003C0032: _fast_return,
+    0x003C003C: _fast_deliver,
+    0x003C0047: _fast_get_ok,
+    0x003C0050: _fast_ack("Basic.Ack", has_multiple=True),
+    0x003C005A: _fast_ack("Basic.Reject", has_multiple=False),
+    0x003C0078: _fast_ack("Basic.Nack", has_multiple=True),
+}
+
+
+def _decode_method(payload: bytes) -> Method | None:
     """The method in a whole method frame's payload, decoded by pamqp; None if it is not one.
 
     This is what ``pamqp.frame.unmarshal`` does for method frames, minus its framing checks,
@@ -155,7 +254,14 @@ def _decode_method(payload: bytes) -> PamqpMethod | None:
     """
     if len(payload) < METHOD_INDEX.size:
         return None
-    factory = commands.INDEX_MAPPING.get(int(METHOD_INDEX.unpack_from(payload)[0]))
+    index = int(METHOD_INDEX.unpack_from(payload)[0])
+    fast = _FAST_METHODS.get(index)
+    if fast is not None:
+        try:
+            return fast(payload)
+        except (IndexError, struct.error, UnicodeDecodeError):
+            pass  # malformed or cut short: pamqp decides what it is
+    factory = commands.INDEX_MAPPING.get(index)
     if factory is None:
         return None
     method: PamqpMethod = factory()
@@ -317,10 +423,15 @@ class AmqpDecoder:
         return events
 
     def _flush_spans(self) -> None:
-        for direction, span in enumerate(self._open):
-            if span is not None:
-                self._events.append(Span(direction, span[0], span[1], span[2], span[3]))
-                self._open[direction] = None
+        # Both directions spelled out: this runs before every event and at every call's end.
+        spans = self._open
+        orig, resp = spans
+        if orig is not None:
+            self._events.append(Span(0, orig[0], orig[1], orig[2], orig[3]))
+            spans[0] = None
+        if resp is not None:
+            self._events.append(Span(1, resp[0], resp[1], resp[2], resp[3]))
+            spans[1] = None
 
     def _emit(self, event: Event) -> None:
         # Spans go out before any message event so a ledger reading in order sees a message's
@@ -350,8 +461,15 @@ class AmqpDecoder:
             return
         payload = start + FRAME_HEADER_BYTES
         self._charge(direction, start, payload, owner, FRAMING)
-        self._charge(direction, payload, end - 1, owner, layer)
-        self._charge(direction, end - 1, end, owner, FRAMING)
+        # The payload and the frame-end cannot merge with what came before: emit the one and
+        # leave the other open (what three ``_charge`` calls would do, in fewer steps).
+        spans = self._open
+        last = spans[direction]
+        assert last is not None
+        events = self._events
+        events.append(Span(direction, last[0], last[1], last[2], last[3]))
+        events.append(Span(direction, payload, end - 1, owner, layer))
+        spans[direction] = [end - 1, end, owner, FRAMING]
 
     def _charge_buffer(self, direction: int, owner: int, layer: int) -> None:
         state = self._dirs[direction]
@@ -382,14 +500,15 @@ class AmqpDecoder:
         pos = 0
         while pos < len(buf):
             step: int | None
-            if state.mode == _STREAM:
-                step = self._stream(direction, state.offset + pos, buf, pos, len(buf) - pos)
-            elif state.mode == _START:
-                step = self._start(direction, pos)
-            elif state.mode == _RESYNC:
-                step = self._resync(direction, pos)
-            else:
+            mode = state.mode
+            if mode == _FRAMES:  # the usual case first
                 step = self._frame(direction, pos)
+            elif mode == _STREAM:
+                step = self._stream(direction, state.offset + pos, buf, pos, len(buf) - pos)
+            elif mode == _START:
+                step = self._start(direction, pos)
+            else:
+                step = self._resync(direction, pos)
             if step is None:
                 break
             pos += step
@@ -485,7 +604,10 @@ class AmqpDecoder:
         buf = state.buf
         if len(buf) - pos < FRAME_HEADER_BYTES:
             return None
-        kind, channel, size = _frame_header(buf, pos)
+        kind: int
+        channel: int
+        size: int
+        kind, channel, size = FRAME_HEADER.unpack_from(buf, pos)
         if kind not in FRAME_TYPES:
             self._anomaly("amqp.bad_frame_type")
             state.mode = _RESYNC
@@ -612,7 +734,7 @@ class AmqpDecoder:
         return lane
 
     def _start_message(
-        self, kind: str, sender: int, channel: int, ordinal: int, ts: float, method: PamqpMethod
+        self, kind: str, sender: int, channel: int, ordinal: int, ts: float, method: Method
     ) -> _Message:
         message = _Message(id=self._ids.next(), kind=kind, channel=channel, last_ts=self._ts)
         self._messages[message.id] = message
@@ -752,7 +874,7 @@ class AmqpDecoder:
         channel: int,
         start: int,
         size: int,
-        method: PamqpMethod,
+        method: Method,
         ordinal: int,
         ts: float,
     ) -> None:
@@ -776,7 +898,7 @@ class AmqpDecoder:
         self._expect_ack(lane, message, method, get)
 
     def _expect_ack(
-        self, lane: _Lane, message: _Message, method: PamqpMethod, get: _PendingGet | None
+        self, lane: _Lane, message: _Message, method: Method, get: _PendingGet | None
     ) -> None:
         """Decide whether an acknowledgement may come for ``message`` and under which tag."""
         if message.kind == "publish":
@@ -816,7 +938,7 @@ class AmqpDecoder:
         channel: int,
         start: int,
         size: int,
-        method: PamqpMethod,
+        method: Method,
         ordinal: int,
         ts: float,
     ) -> None:
@@ -832,7 +954,7 @@ class AmqpDecoder:
         if get is not None:
             self._charge(get.direction, get.start, get.end, CONTROL, FRAMING)
 
-    def _side_effects(self, direction: int, channel: int, name: str, method: PamqpMethod) -> None:
+    def _side_effects(self, direction: int, channel: int, name: str, method: Method) -> None:
         """State that later frames depend on: confirm mode, consumers, channel life, blocking."""
         if name == "Confirm.Select":
             lane = self._lane(direction, channel)
@@ -891,7 +1013,7 @@ class AmqpDecoder:
         channel: int,
         start: int,
         size: int,
-        method: PamqpMethod,
+        method: Method,
         first_byte: tuple[int, float],
     ) -> None:
         """An ack from ``direction`` settles messages the other direction sent on ``channel``."""

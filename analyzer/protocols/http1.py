@@ -192,6 +192,8 @@ class _Direction:
         self.chunk_state = _SIZE
         self.exchange: _Exchange | None = None
         self.started = False
+        #: stream offsets of the start line's LF and of where to resume looking for the end of
+        #: the header block (offsets, since decoded bytes leave the buffer meanwhile)
         self.line_end = 0
         self.scan_from = 0
         self.status = 0
@@ -360,11 +362,15 @@ class Http1Decoder:
         return out
 
     def _close_spans(self) -> None:
-        for direction in (ORIG, RESP):
-            span = self._open[direction]
-            if span is not None:
-                self._out.append(Span(direction, span[0], span[1], span[2], span[3]))
-                self._open[direction] = None
+        # Both directions spelled out: this runs at the end of every call.
+        spans = self._open
+        orig, resp = spans
+        if orig is not None:
+            self._out.append(Span(ORIG, orig[0], orig[1], orig[2], orig[3]))
+            spans[ORIG] = None
+        if resp is not None:
+            self._out.append(Span(RESP, resp[0], resp[1], resp[2], resp[3]))
+            spans[RESP] = None
 
     def _charge(self, st: _Direction, start: int, end: int, owner: int, layer: int) -> None:
         """Buffer bytes [start, end) belong to ``owner`` at ``layer``; merges neighbours."""
@@ -405,7 +411,8 @@ class Http1Decoder:
 
     def _pump(self, st: _Direction) -> None:
         """Decode as much of ``st.buf`` as is complete, then drop what was decoded."""
-        while True:
+        while st.pos < len(st.buf):
+            # (An empty rest decodes to nothing in every mode: stop without asking.)
             mode = st.mode
             if mode == _HEAD:
                 progressed = self._read_head(st)
@@ -522,11 +529,13 @@ class Http1Decoder:
                 self._bad(st, "http1.bad_message")
                 return True
             st.started = True
-            st.line_end = newline
-            st.scan_from = newline
-        match = _HEAD_END.search(buf, st.scan_from)
+            # Stream offsets, not buffer indexes: ``_pump`` drops decoded bytes from the front
+            # of the buffer while this header block is still incomplete.
+            st.line_end = st.base + newline
+            st.scan_from = st.base + newline
+        match = _HEAD_END.search(buf, st.scan_from - st.base)
         if match is None:
-            st.scan_from = max(st.scan_from, len(buf) - 2)
+            st.scan_from = max(st.scan_from, st.base + len(buf) - 2)
             return self._check_head_size(st, len(buf))
         end = match.end()
         if self._check_head_size(st, end):
@@ -534,7 +543,7 @@ class Http1Decoder:
         exchange = st.exchange
         assert exchange is not None and exchange.message is not None
         self._charge(st, pos, end, exchange.message, FRAMING)
-        fields = _parse_fields(buf, st.line_end + 1, match.start() + 1)
+        fields = _parse_fields(buf, st.line_end - st.base + 1, match.start() + 1)
         st.pos = end
         st.started = False
         if st.direction == ORIG:
@@ -585,9 +594,12 @@ class Http1Decoder:
         exchange = _Exchange(self._ids.next(), method)
         assert exchange.message is not None
         exchange.req_start = st.base + st.pos
-        self._out.append(MessageStarted(exchange.message, PROTOCOL, KIND, ORIG, ordinal, ts))
-        self._note(exchange, "method", method.decode("latin-1"))
-        self._note(exchange, "target", target[:MAX_TARGET_CHARS].decode("latin-1"))
+        message = exchange.message
+        self._out += (
+            MessageStarted(message, PROTOCOL, KIND, ORIG, ordinal, ts),
+            MessageNote(message, "method", method.decode("latin-1")),
+            MessageNote(message, "target", target[:MAX_TARGET_CHARS].decode("latin-1")),
+        )
         if len(self._pending) >= MAX_PENDING_EXCHANGES:
             self._pending.popleft()
             self._out.append(Anomaly("http1.too_many_pending"))
@@ -1052,6 +1064,8 @@ def _content_length(value: bytes | None) -> int | None:
     """RFC 9110 section 8.6: identical repeated values are one; anything else is invalid."""
     if value is None:
         return 0
+    if value.isdigit() and len(value) <= 18:
+        return int(value)  # the usual single value, read as the general case below reads it
     values = {part.strip(b" \t") for part in value.split(b",")}
     if len(values) != 1:
         return None

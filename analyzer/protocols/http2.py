@@ -158,6 +158,14 @@ MAX_OPEN_STREAMS: Final = 4096
 MAX_CLOSED_STREAMS: Final = 1024
 #: Characters kept of a path or authority note.
 MAX_NOTE_CHARS: Final = 200
+#: Decoded header blocks remembered per direction (see ``_Side.decode_block``).  Peers resend
+#: the same few blocks (every field indexed once the table is warm, one octet per field); a
+#: handful of short ones covers them and bounds the memory to a few KiB per direction.
+MAX_CACHED_BLOCKS: Final = 32
+MAX_CACHED_BLOCK_BYTES: Final = 256
+
+#: Request pseudo-header fields (RFC 9113 section 8.3.1) noted, in this order.
+REQUEST_NOTES: Final = (("method", b":method"), ("path", b":path"), ("authority", b":authority"))
 
 #: RFC 7541 section 4.1: an entry's size is its name and value octets plus 32.
 HPACK_ENTRY_OVERHEAD: Final = 32
@@ -202,6 +210,19 @@ FRAME_RULES: Final[dict[int, _Rule]] = {
 }
 
 
+#: Types whose header rule is only "on a stream": any length, any flags (DATA, HEADERS,
+#: CONTINUATION), checked inline on the hot path.
+_STREAM_ONLY_TYPES: Final = frozenset(
+    frame_type
+    for frame_type, rule in FRAME_RULES.items()
+    if rule.on_stream is True
+    and rule.length is None
+    and rule.min_length == 0
+    and rule.length_multiple == 1
+    and frame_type != SETTINGS
+)
+
+
 def parse_frame_header(data: _Buffer, at: int = 0) -> tuple[int, int, int, int]:
     """(length, type, flags, raw stream field) of the 9-byte header at ``at``."""
     high, low, frame_type, flags, stream = _FRAME_HEADER.unpack_from(data, at)
@@ -233,6 +254,16 @@ def plausible(length: int, frame_type: int, flags: int, raw_stream: int) -> bool
         and not flags & ~rule.flags
         and not breaks_rules(length, frame_type, flags, raw_stream)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    """What the decoder keeps of a decoded header block (shared when a block repeats)."""
+
+    #: RFC 7541 section 4.1 size of its fields: name + value octets + 32 each
+    size: int
+    #: pseudo-header fields (RFC 9113 section 8.3), the last one of a repeated name
+    pseudo: dict[bytes, bytes]
 
 
 @dataclass(slots=True)
@@ -299,6 +330,8 @@ class _Side:
         "body",
         "buf",
         "buf_when",
+        "cache",
+        "cache_state",
         "consumed",
         "direction",
         "fresh",
@@ -326,6 +359,62 @@ class _Side:
         self.ack_seen = False
         #: inside a resync episode whose anomaly was already recorded
         self.skipping = False
+        #: header block -> its ``_Decoded``, for blocks decoded without changing the dynamic
+        #: table, valid while the table is in ``cache_state`` (see ``decode_block``)
+        self.cache: dict[bytes, _Decoded] = {}
+        self.cache_state: tuple[object, int, int, int] = (None, -1, -1, -1)
+
+    def _table_state(self) -> tuple[object, int, int, int]:
+        """What an HPACK decode depends on besides the block: the dynamic table's entries and
+        limits.  Entries are only ever added at the front as new tuples (kept alive here, so
+        compared by identity) and evicted from the back, so the newest entry and the count
+        pin the contents."""
+        hpack = self.hpack
+        entries = hpack.header_table.dynamic_entries
+        return (
+            entries[0] if entries else None,
+            len(entries),
+            hpack.header_table.maxsize,
+            hpack.max_allowed_table_size,
+        )
+
+    def decode_block(self, block: bytes) -> _Decoded:
+        """What the decoder needs of a header block's fields; raises HPACKError.
+
+        A block that leaves the dynamic table as it was (indexed fields and literals without
+        indexing) decodes the same way again while the table stays so: remember it.  Blocks
+        that change the table are decoded every time, in order, as HPACK requires."""
+        if len(block) > MAX_CACHED_BLOCK_BYTES:
+            return _decode(self.hpack, block)
+        state = self._table_state()
+        if _same_table(state, self.cache_state):
+            known = self.cache.get(block)
+            if known is not None:
+                return known
+        else:
+            self.cache.clear()
+            self.cache_state = state
+        result = _decode(self.hpack, block)
+        if _same_table(self._table_state(), state):
+            if len(self.cache) >= MAX_CACHED_BLOCKS:
+                self.cache.clear()
+            self.cache[block] = result
+        return result
+
+
+def _decode(hpack: HpackDecoder, block: bytes) -> _Decoded:
+    """Decode a header block (raises HPACKError): its size and pseudo-header fields."""
+    size = 0
+    pseudo: dict[bytes, bytes] = {}
+    for name, value in hpack.decode(block, True):
+        size += len(name) + len(value) + HPACK_ENTRY_OVERHEAD
+        if name.startswith(b":"):
+            pseudo[bytes(name)] = bytes(value)
+    return _Decoded(size, pseudo)
+
+
+def _same_table(a: tuple[object, int, int, int], b: tuple[object, int, int, int]) -> bool:
+    return a[0] is b[0] and a[1:] == b[1:]
 
 
 def _text(value: bytes) -> str:
@@ -434,10 +523,11 @@ class Http2Decoder:
         if end <= start:
             return
         last = self._last[direction]
-        if last is not None and last[1] == start and last[2] == owner and last[3] == layer:
-            last[1] = end
-            return
-        self._flush(direction)
+        if last is not None:
+            if last[1] == start and last[2] == owner and last[3] == layer:
+                last[1] = end
+                return
+            self._out.append(Span(direction, last[0], last[1], last[2], last[3]))
         self._last[direction] = [start, end, owner, layer]
 
     def _flush(self, direction: int) -> None:
@@ -446,15 +536,24 @@ class Http2Decoder:
             self._out.append(Span(direction, last[0], last[1], last[2], last[3]))
             self._last[direction] = None
 
+    def _flush_both(self) -> None:
+        # Inlined _flush for both directions: this runs for every event and every call.
+        last = self._last
+        orig, resp = last
+        if orig is not None:
+            self._out.append(Span(ORIG, orig[0], orig[1], orig[2], orig[3]))
+            last[ORIG] = None
+        if resp is not None:
+            self._out.append(Span(RESP, resp[0], resp[1], resp[2], resp[3]))
+            last[RESP] = None
+
     def _event(self, event: Event) -> None:
         # Spans so far go out first, so a message's events follow the bytes that caused them.
-        self._flush(ORIG)
-        self._flush(RESP)
+        self._flush_both()
         self._out.append(event)
 
     def _take(self) -> list[Event]:
-        self._flush(ORIG)
-        self._flush(RESP)
+        self._flush_both()
         out, self._out = self._out, []
         return out
 
@@ -535,18 +634,27 @@ class Http2Decoder:
     def _step_frame(self, side: _Side, buf: _Buffer, i: int) -> int:
         if len(buf) - i < FRAME_HEADER_BYTES:
             return -1
-        length, frame_type, flags, raw_stream = parse_frame_header(buf, i)
-        if breaks_rules(length, frame_type, flags, raw_stream):
+        high: int
+        low: int
+        frame_type: int
+        flags: int
+        raw_stream: int
+        high, low, frame_type, flags, raw_stream = _FRAME_HEADER.unpack_from(buf, i)
+        length = (high << 8) | low
+        stream_id = raw_stream & _STREAM_ID_MASK
+        # The common types need only a stream id; the full rules for the others.
+        if not (stream_id and frame_type in _STREAM_ONLY_TYPES) and breaks_rules(
+            length, frame_type, flags, raw_stream
+        ):
             self._anomaly("http2.bad_frame")
             side.hpack_ok = False
             side.block = None
             side.mode = _RESYNC
             return i
-        stream_id = raw_stream & _STREAM_ID_MASK
         if side.block is not None and frame_type != CONTINUATION:
             self._broken_block(side)
         start = side.consumed + i
-        when = self._when(side, start)
+        when = self._now if start >= side.fresh else side.buf_when
         if frame_type in BUFFERED_TYPES and length <= MAX_BUFFERED_FRAME_BYTES:
             end = i + FRAME_HEADER_BYTES + length
             if end > len(buf):
@@ -702,15 +810,17 @@ class Http2Decoder:
         self._span(side.direction, start, end, self._owner(stream), FRAMING)
         if stream is not None:
             self._answer(stream, side.direction, when)
-        frame = HeadersFrame(stream_id)
-        frame.parse_flags(flags)
-        fragment: bytes | None
-        try:
-            frame.parse_body(memoryview(body))
-            fragment = frame.data
-        except HyperframeError:
-            self._anomaly("http2.bad_frame_body")
-            fragment = None
+        fragment: bytes | None = body
+        if flags & (PADDED | PRIORITY_FLAG):
+            # Pad length and priority fields around the fragment: hyperframe cuts them off.
+            frame = HeadersFrame(stream_id)
+            frame.parse_flags(flags)
+            try:
+                frame.parse_body(memoryview(body))
+                fragment = frame.data
+            except HyperframeError:
+                self._anomaly("http2.bad_frame_body")
+                fragment = None
         block = _Block(stream_id, stream, side.direction == ORIG, bool(flags & END_STREAM))
         self._add_fragment(side, block, fragment, bool(flags & END_HEADERS))
 
@@ -934,12 +1044,10 @@ class Http2Decoder:
             self._complete_block(side, block)
 
     def _complete_block(self, side: _Side, block: _Block) -> None:
-        fields: list[tuple[bytes, bytes]] | None = None
+        fields: _Decoded | None = None
         if block.decodable and side.hpack_ok:
             try:
-                fields = [
-                    (bytes(n), bytes(v)) for n, v in side.hpack.decode(bytes(block.fragments), True)
-                ]
+                fields = side.decode_block(bytes(block.fragments))
             except HPACKError:
                 self._lose_hpack(side, "http2.hpack_error")
         elif not block.decodable:
@@ -953,9 +1061,8 @@ class Http2Decoder:
         if fields is None or decoded is None:
             stream.decoded[direction] = None
         else:
-            size = sum(len(n) + len(v) + HPACK_ENTRY_OVERHEAD for n, v in fields)
-            stream.decoded[direction] = decoded + size
-            self._note_fields(stream, fields, block.request)
+            stream.decoded[direction] = decoded + fields.size
+            self._note_fields(stream, fields.pseudo, block.request)
         if stream.stream_id not in self._streams:
             self._note_hpack(stream)  # a late block (after RST_STREAM) updates the figure
         if block.end_stream:
@@ -973,17 +1080,12 @@ class Http2Decoder:
         if block.stream is not None:
             block.stream.decoded[side.direction] = None
 
-    def _note_fields(
-        self, stream: _Stream, fields: list[tuple[bytes, bytes]], request: bool
-    ) -> None:
-        pseudo = {name: value for name, value in fields if name.startswith(b":")}
+    def _note_fields(self, stream: _Stream, pseudo: dict[bytes, bytes], request: bool) -> None:
         if request:
-            for key, name in (("method", b":method"), ("path", b":path")):
+            self._flush_both()
+            for key, name in REQUEST_NOTES:
                 if name in pseudo:
-                    self._event(MessageNote(stream.message, key, _text(pseudo[name])))
-            if b":authority" in pseudo:
-                authority = _text(pseudo[b":authority"])
-                self._event(MessageNote(stream.message, "authority", authority))
+                    self._out.append(MessageNote(stream.message, key, _text(pseudo[name])))
             return
         status = pseudo.get(b":status")
         # 1xx responses are interim (RFC 9113 section 8.1); the final status is the note.
@@ -1044,8 +1146,11 @@ class Http2Decoder:
         orig_done = orig_done or kind == "push"
         stream = _Stream(stream_id, self._ids.next(), kind, [orig_done, False])
         self._track(stream)
-        self._event(MessageStarted(stream.message, PROTOCOL, kind, sender, when[0], when[1]))
-        self._event(MessageNote(stream.message, "stream_id", stream_id))
+        self._flush_both()
+        self._out += (
+            MessageStarted(stream.message, PROTOCOL, kind, sender, when[0], when[1]),
+            MessageNote(stream.message, "stream_id", stream_id),
+        )
         return stream
 
     def _track(self, stream: _Stream) -> None:
