@@ -366,7 +366,12 @@ class ConnectionLedger:
             self._settle_ack(side, acks.popleft())
 
     def _event(self, event: Event) -> None:
-        if isinstance(event, MessageStarted):
+        # Ordered by frequency: a message has several notes, one start, answer and end.
+        if type(event) is MessageNote:
+            state = self.messages.get(event.message)
+            if state is not None:
+                state.detail[event.key] = event.value
+        elif isinstance(event, MessageStarted):
             self.messages[event.message] = MessageState(
                 message=event.message,
                 protocol=event.protocol,
@@ -391,10 +396,6 @@ class ConnectionLedger:
                 state.end_ts = event.ts
                 if len(self.messages) > RETIRE_THRESHOLD:
                     self._retire_ready()
-        elif isinstance(event, MessageNote):
-            state = self.messages.get(event.message)
-            if state is not None:
-                state.detail[event.key] = event.value
         elif isinstance(event, Anomaly):
             self.anomalies[event.name] += event.count
         elif isinstance(event, ProtocolIdentified):

@@ -8,6 +8,7 @@ the connections open at the same time.
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -82,8 +83,15 @@ def analyze(
     captures = CaptureSet(paths, stdin=stdin, on_secrets=secrets)
     table = FlowTable(options, finished)
     skipped: Counter[str] = Counter()
-    result.packets, result.tcp_packets = _run(captures, table, skipped)
-    table.close()
+    # The packet loop makes many short-lived tuples and almost no reference cycles, so the
+    # cyclic collector's default 700-allocation trigger only costs time (5-12% measured).
+    thresholds = gc.get_threshold()
+    gc.set_threshold(50_000, 20, 100)
+    try:
+        result.packets, result.tcp_packets = _run(captures, table, skipped)
+        table.close()
+    finally:
+        gc.set_threshold(*thresholds)
     result.skipped = dict(sorted(skipped.items()))
     result.summary = summary.as_dict()
     result.captures = [
