@@ -238,6 +238,87 @@ def generate(
 
 
 @app.command()
+def capture(
+    output: Annotated[Path, typer.Option("--output", "-o", help="pcap to write.")],
+    protocol: Annotated[str, typer.Option(help="http1, http2 or amqp.")] = "http1",
+    tls: Annotated[str, typer.Option(help="off, 1.2 or 1.3 (HTTP only).")] = "off",
+    messages: Annotated[int, typer.Option(help="Messages in all.")] = 10,
+    per_connection: Annotated[
+        int | None, typer.Option(help="A new connection every K messages (1 = no reuse).")
+    ] = None,
+    payload: Annotated[int, typer.Option(help="Body bytes per message.")] = 100,
+    concurrency: Annotated[
+        int, typer.Option(help="HTTP requests in flight (HTTP/2 streams, HTTP/1.1 connections).")
+    ] = 1,
+    amqp_mode: Annotated[
+        str | None, typer.Option(help="publish, confirm (default) or consume.")
+    ] = None,
+    amqp_url: Annotated[
+        str, typer.Option(help="The broker.")
+    ] = "amqp://guest:guest@127.0.0.1:5672/",
+    mtu: Annotated[
+        int | None,
+        typer.Option(help="1500: the client in a network namespace behind a veth pair (root)."),
+    ] = None,
+    keylog: Annotated[
+        Path | None, typer.Option("--keylog", help="TLS key log (default: OUTPUT.keys).")
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="table, json, csv or markdown.")
+    ] = "table",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+) -> None:
+    """Real peers (hypercorn + httpx, pika + RabbitMQ) on loopback, recorded, then analysed."""
+    from analyzer.keylog import KeyLog
+    from analyzer.live import LiveOptions, run_capture
+    from analyzer.pipeline import analyze as run_analysis
+    from analyzer.report import FORMATS, Collector
+
+    try:
+        if fmt not in FORMATS:
+            raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+        default_keys = output.with_suffix(".keys") if tls != "off" else None
+        _refuse_overwrite([output, keylog or default_keys], force)
+        options = LiveOptions(
+            protocol=protocol,
+            tls=tls,
+            messages=messages,
+            per_connection=per_connection,
+            payload=payload,
+            concurrency=concurrency,
+            amqp_mode=amqp_mode,
+            amqp_url=amqp_url,
+            mtu=mtu,
+            output=output,
+            keylog=keylog,
+        )
+        result = run_capture(options)
+        keys = KeyLog()
+        if result.keylog is not None:
+            keys.load(str(result.keylog))
+        collector = Collector(fmt)
+        analysis = run_analysis(
+            [str(result.pcap)],
+            AnalyzeOptions(decode=DecodeOptions(keylog=keys)),
+            on_record=collector.add,
+        )
+    except WireprobeError as err:
+        fail(str(err))
+    typer.echo(
+        f"recorded {result.pcap}: {result.packets} packets, {len(result.clients)} connections, "
+        f"{len(result.sent)} messages",
+        err=True,
+    )
+    if result.dropped_packets or result.unclosed:
+        typer.echo(
+            f"wireprobe: warning: {result.dropped_packets} packets dropped, "
+            f"{len(result.unclosed)} connections not seen closing",
+            err=True,
+        )
+    collector.render(analysis, sys.stdout)
+
+
+@app.command()
 def compare(
     messages: Annotated[
         int, typer.Option(help="Messages in each scenario (caps messages per connection).")

@@ -178,3 +178,15 @@ def test_bit_flipped_captures_never_crash(tmp_path: Path) -> None:
         assert result.returncode in (0, 2)
         if result.returncode == 0:
             check_conservation(json.loads(result.stdout))
+
+
+def test_capture_records_real_peers_and_never_overwrites(tmp_path: Path) -> None:
+    out = tmp_path / "live.pcap"
+    result = wireprobe("capture", "--protocol", "http1", "--messages", "2", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "HTTP/1.1" in result.stdout
+    assert "recorded" in result.stderr and "2 messages" in result.stderr
+    before = out.read_bytes()
+    again = wireprobe("capture", "--protocol", "http1", "--messages", "2", "-o", str(out))
+    assert_usage_error(again, "--force")
+    assert out.read_bytes() == before

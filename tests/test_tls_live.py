@@ -25,7 +25,7 @@ from conftest import analyze_json, check_conservation
 
 from analyzer.keylog import KeyLog
 from analyzer.live.recorder import LOOPBACK_INTERFACE, Recorder, write_pcap
-from analyzer.synth.tlswrap import _write_certificate
+from analyzer.synth.tlswrap import write_certificate
 
 URLS = 3
 
@@ -47,7 +47,7 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 @contextmanager
 def https_server(root: Path, keep_alive: bool) -> Iterator[int]:
     """Python's file server over TLS on a free loopback port (HTTP/1.0 closes per request)."""
-    cert, key = _write_certificate(7, root)
+    cert, key = write_certificate(7, root)
     (root / "www").mkdir()
     (root / "www" / "a.txt").write_bytes(b"a" * 3000)
     handler = type(

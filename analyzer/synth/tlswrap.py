@@ -80,7 +80,7 @@ class Endpoints:
 
 def make_endpoints(version: str, seed: int, alpn: str | None, workdir: Path) -> Endpoints:
     """Contexts pinned to ``version``; the client writes its key log under ``workdir``."""
-    cert_path, key_path = _write_certificate(seed, workdir)
+    cert_path, key_path = write_certificate(seed, workdir)
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server.load_cert_chain(cert_path, key_path)
     server.set_alpn_protocols(["h2", "http/1.1"])
@@ -96,7 +96,7 @@ def make_endpoints(version: str, seed: int, alpn: str | None, workdir: Path) -> 
     return Endpoints(client=client, server=server, keylog_path=keylog_path)
 
 
-def _write_certificate(seed: int, workdir: Path) -> tuple[Path, Path]:
+def write_certificate(seed: int, workdir: Path) -> tuple[Path, Path]:
     key = ed25519.Ed25519PrivateKey.from_private_bytes(
         hashlib.sha256(b"wireprobe-synth-key:%d" % seed).digest()
     )
