@@ -144,6 +144,9 @@ _IPV6_TCP_OR_EXTENSION: frozenset[int] = frozenset({IPPROTO_TCP, *IPV6_EXTENSION
 
 # Ethernet type + a 20-byte IPv4 header read in one call: the fast path's first unpack.
 _ETH_IPV4 = struct.Struct("!12xHBxHxxHxBxx4s4s")
+# Ethernet type + the fixed IPv6 header (version nibble, payload length, next header,
+# addresses) in one call: the IPv6 fast path's first unpack.
+_ETH_IPV6 = struct.Struct("!12xHBxxxHBx16s16s")
 # version/IHL, total length, flags/fragment offset, protocol, source, destination (RFC 791 3.1).
 _IPV4 = struct.Struct("!BxHxxHxBxx4s4s")
 # payload length, next header, source, destination (RFC 8200 section 3).
@@ -193,7 +196,35 @@ def decode(link_type: int, data: bytes, orig_len: int) -> Segment | str:
                     tcp_bytes,
                     None,
                 )
+        elif et == ETHERTYPE_IPV6 and len(data) >= 74:
+            return _decode_ethernet_ipv6(data, orig_len)
     return _decode_general(link_type, data, orig_len)
+
+
+def _decode_ethernet_ipv6(data: bytes, orig_len: int) -> Segment | str:
+    """Ethernet + IPv6 with TCP as the first next header: the common IPv6 case, in two unpacks."""
+    _, vtc, payload_len, next_header, src, dst = _ETH_IPV6.unpack_from(data)
+    if vtc >> 4 == 6 and next_header == IPPROTO_TCP and 20 <= payload_len <= orig_len - 54:
+        sport, dport, seq, ack, doff, flags, win = _TCP.unpack_from(data, 54)
+        tcp_bytes = (doff >> 4) << 2
+        if 20 <= tcp_bytes <= payload_len:
+            return (
+                src,
+                dst,
+                sport,
+                dport,
+                seq,
+                ack,
+                flags,
+                win,
+                data[54 + tcp_bytes : 54 + payload_len],
+                payload_len - tcp_bytes,
+                orig_len - 40 - payload_len,
+                40,
+                tcp_bytes,
+                None,
+            )
+    return _decode_general(LINKTYPE_ETHERNET, data, orig_len)
 
 
 def _decode_general(link_type: int, data: bytes, orig_len: int) -> Segment | str:
