@@ -173,6 +173,9 @@ class TlsHandshake:
     early_data: bool
     #: the connection's application data could be decrypted with the available keys
     decrypted: bool
+    #: record expansion was estimated: without keys, TLS 1.3 and CBC padding cannot be seen,
+    #: so the ``tls`` layer holds the suite's fixed part only (a lower bound)
+    overhead_estimated: bool = False
 
 
 Event = (

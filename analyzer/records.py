@@ -50,6 +50,7 @@ def _tls(conn: Connection) -> Record | None:
         "resumed_handshakes": sum(1 for h in shakes if h.resumed),
         "cipher_suite": first.cipher_suite,
         "early_data": any(h.early_data for h in shakes),
+        "overhead_estimated": any(h.overhead_estimated for h in shakes),
     }
 
 

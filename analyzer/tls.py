@@ -430,6 +430,10 @@ class _Handshake:
             resumed = self.server_ccs and not self.hello_done and not self.certificate
             early = False
         alpn = self.alpn or server.alpn
+        suite = CIPHER_SUITES.get(server.cipher_suite) if server.cipher_suite is not None else None
+        # Without keys only an AEAD suite of TLS <= 1.2 has a fixed expansion; TLS 1.3 padding
+        # and CBC padding are invisible, and an unknown suite's expansion is not known at all.
+        exact = suite is not None and not suite.tls13 and suite.cipher != "aes-cbc"
         return TlsHandshake(
             version_name(server.version),
             resumed,
@@ -438,6 +442,7 @@ class _Handshake:
             alpn,
             early,
             self.decrypted,
+            overhead_estimated=not self.decrypted and not exact,
         )
 
     def _sni(self) -> str | None:

@@ -87,3 +87,20 @@ def test_messages_and_handshakes_equal_tshark(entry: dict[str, Any]) -> None:
     assert sum(t["resumed_handshakes"] for t in tls) == figures.get("tls_resumed_handshakes", 0)
     if entry.get("keylog"):
         assert all(t["decrypted"] for t in tls), "every handshake decrypts with its key log"
+
+
+@pytest.mark.parametrize(
+    ("name", "estimated"),
+    [
+        ("zeek/tls13_psk_succesfull.pcap", True),  # TLS 1.3: inner padding invisible
+        ("wireshark/dhe1.pcapng.gz", True),  # TLS 1.0 CBC: padding invisible
+        ("wireshark/tls12-chacha20poly1305.pcap", False),  # AEAD in 1.2: fixed expansion
+    ],
+)
+def test_record_overhead_without_keys_is_marked_estimated_where_padding_hides(
+    name: str, estimated: bool
+) -> None:
+    result = analyze_json([PUBLIC / name])
+    flags = {c["tls"]["overhead_estimated"] for c in result["connections"]}
+    assert flags == {estimated}
+    assert all(not c["tls"]["decrypted"] for c in result["connections"])
