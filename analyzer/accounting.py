@@ -326,6 +326,13 @@ class ConnectionLedger:
                 if part:
                     self._add(owner, layer, part)
 
+    def fill_to(self, direction: int, end: int) -> None:
+        """Every byte before ``end`` that no span claimed is undecoded (a failed decoder)."""
+        side = self.dirs[direction]
+        if side.frontier < end:
+            side.fill(end)
+            self._release(side)
+
     def gap(self, direction: int, start: int, end: int) -> None:
         """Stream bytes ``[start, end)`` were never captured: no packet will claim them, but
         the frontier must pass them."""

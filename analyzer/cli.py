@@ -68,6 +68,8 @@ def _load_keylog(paths: list[Path]) -> object:
 def _check_output(output: Path | None, inputs: list[str], force: bool) -> None:
     if output is None:
         return
+    if output.is_dir():
+        raise UsageError(f"--output {output} is a directory; name a file")
     resolved = output.resolve()
     if any(p != "-" and Path(p).resolve() == resolved for p in inputs):
         raise UsageError(f"--output {output} is one of the input captures")
@@ -108,6 +110,8 @@ def analyze(
     from analyzer.pipeline import analyze as run_analysis
     from analyzer.report import FORMATS, Collector
 
+    if output is not None and str(output) == "-":
+        output = None  # tcpdump's and curl's convention: "-" is standard output
     try:
         if fmt not in (*FORMATS, "html"):
             formats = ", ".join((*FORMATS, "html"))
@@ -126,12 +130,29 @@ def analyze(
         fail(str(err))
     render = _html_renderer(collector) if fmt == "html" else collector.render
     if output is None:
-        render(analysis, sys.stdout)
+        _to_stdout(lambda out: render(analysis, out))
         return
     tmp = output.with_name(output.name + ".partial")
-    with open(tmp, "w", encoding="utf-8", newline="") as out:
-        render(analysis, out)
-    os.replace(tmp, output)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as out:
+            render(analysis, out)
+        os.replace(tmp, output)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        fail(f"cannot write {output}: {err.strerror or err}")
+
+
+def _to_stdout(write: Callable[[IO[str]], None]) -> None:
+    """Write a report to stdout; a reader that left (``| head``) is no error, a full disk is."""
+    try:
+        write(sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python would complain again while flushing at exit: point stdout at nothing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(0) from None
+    except OSError as err:
+        fail(f"cannot write the report: {err.strerror or err}")
 
 
 def _html_renderer(collector: Collector) -> Callable[[Analysis, IO[str]], None]:

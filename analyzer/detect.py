@@ -199,6 +199,8 @@ class DetectingDecoder:
         self._options = options
         self._ports = ports
         self._held: list[_Held] = []
+        #: bytes held in ``_held`` (a running sum: summing the list each time is quadratic)
+        self._held_bytes = 0
         self._heads = [b"", b""]
         self._gapped = False
         self._inner: StreamDecoder | None = None
@@ -241,12 +243,10 @@ class DetectingDecoder:
         if self._inner is not None:
             return self._inner.feed(direction, data, ordinal, ts)
         self._held.append(("feed", direction, data, ordinal, ts))
+        self._held_bytes += len(data)
         if len(self._heads[direction]) < MAX_DETECT_BYTES and not self._gapped:
             self._heads[direction] += data[: MAX_DETECT_BYTES - len(self._heads[direction])]
-        return self._decide(final=self._gapped or self._held_bytes() >= 2 * MAX_DETECT_BYTES)
-
-    def _held_bytes(self) -> int:
-        return sum(len(v) for c, _, v, _, _ in self._held if isinstance(v, bytes))
+        return self._decide(final=self._gapped or self._held_bytes >= 2 * MAX_DETECT_BYTES)
 
     def gap(self, direction: int, length: int, ordinal: int, ts: float) -> list[Event]:
         if self._inner is not None:

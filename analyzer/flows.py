@@ -36,6 +36,10 @@ ACK = 0x10
 CLOSED_LINGER_S = 60.0
 #: Capture seconds between sweeps of the table for idle and closed connections.
 SWEEP_INTERVAL_S = 10.0
+#: How far from the next expected byte an RST may be and still end the connection.  RFC 5961
+#: section 3 resets only on an exact match (in-window RSTs get a challenge ACK); a capture may
+#: miss segments before it, so allow one unscaled window (64 KiB), no more.
+RST_WINDOW_BYTES = 64 * 1024
 
 Segment = tuple[bytes, bytes, int, int, int, int, int, int, bytes, int, int, int, int, str | None]
 
@@ -50,6 +54,7 @@ class Connection:
         "closed_ts",
         "decoder",
         "delivered",
+        "eof_pending",
         "fin",
         "first_ts",
         "id",
@@ -91,14 +96,16 @@ class Connection:
         self.rst = False
         self.closed_ts: float | None = None
         self.anomalies: dict[str, int] = {}
+        #: (ordinal, ts) of a FIN whose eof waits for held bytes before it, per direction
+        self.eof_pending: list[tuple[int, float] | None] = [None, None]
 
     def feed(self, direction: int, pieces: list[Piece], ordinal: int, ts: float) -> None:
         """Hand reassembled pieces to the decoder and its events to the ledger."""
         ledger = self.ledger
         delivered = self.delivered
-        try:
-            for value in pieces:
-                position = delivered[direction]
+        for value in pieces:
+            position = delivered[direction]
+            try:
                 if type(value) is bytes:
                     delivered[direction] = position + len(value)
                     events = self.decoder.feed(direction, value, ordinal, ts)
@@ -109,12 +116,33 @@ class Connection:
                     events = self.decoder.gap(direction, value, ordinal, ts)
                 if events:
                     ledger.apply(events)
-        except Exception:  # any decoder failure becomes an anomaly, never a traceback
-            self._decoder_failed()
+            except Exception:  # any decoder failure becomes an anomaly, never a traceback
+                self._decoder_failed()
         decoder = self.decoder
         if type(decoder) is DetectingDecoder and decoder.inner is not None:
             # Detection is done: talk to the protocol's decoder directly from now on.
             self.decoder = decoder.inner
+        eof = self.eof_pending[direction]
+        if eof is not None and delivered[direction] >= self.asm[direction].next:
+            self._release_eof(direction)
+
+    def eof_after(self, direction: int, ordinal: int, ts: float) -> None:
+        """The direction sent FIN: tell the decoder once every byte before it was delivered."""
+        self.eof_pending[direction] = (ordinal, ts)
+        self._release_eof(direction)
+
+    def _release_eof(self, direction: int, *, final: bool = False) -> None:
+        pending = self.eof_pending[direction]
+        if pending is None:
+            return
+        asm = self.asm[direction]
+        fin = asm.fin_offset if asm.fin_offset is not None else asm.next
+        if final and asm.next < fin:
+            # The bytes before the FIN never came: they are a gap, not the end of a message.
+            self.feed(direction, asm.skip_to(fin), pending[0], pending[1])
+        if asm.next >= fin and not asm.held_bytes:
+            self.eof_pending[direction] = None
+            self.eof(direction, *pending)
 
     def eof(self, direction: int, ordinal: int, ts: float) -> None:
         try:
@@ -124,8 +152,10 @@ class Connection:
 
     def _decoder_failed(self) -> None:
         """A decoder bug costs this connection its decoding, not the run: the bytes already
-        given to the failed decoder are charged as undecoded when the connection closes."""
+        given to the failed decoder become undecoded at once, so the frontier moves on."""
         self.ledger.anomalies["wireprobe.decoder_error"] += 1
+        for direction in (0, 1):
+            self.ledger.fill_to(direction, self.delivered[direction])
         self.decoder = OpaqueDecoder(
             self.ledger.protocol, base=(self.delivered[0], self.delivered[1])
         )
@@ -136,6 +166,7 @@ class Connection:
             pieces = self.asm[direction].flush()
             if pieces:
                 self.feed(direction, pieces, 0, ts)
+            self._release_eof(direction, final=True)
         try:
             self.ledger.apply(self.decoder.finish(ts))
         except Exception:  # any decoder failure becomes an anomaly, never a traceback
@@ -171,6 +202,9 @@ class FlowTable:
         self._on_finished = on_finished
         self._table: dict[tuple[bytes, int, bytes, int], tuple[Connection, int]] = {}
         self._next_sweep = 0.0
+        #: a packet already reached the sweep time; the next one confirms the clock
+        self._sweep_armed = False
+        self._armed_ts = 0.0
         self._idle_s = options.idle_timeout_s
         self._transport_only = options.transport_only
 
@@ -207,18 +241,22 @@ class FlowTable:
                 asm.base = seq
             conn.ledger.charge_headers(TEARDOWN, link, ip, tcp)
         else:
-            if asm.base is None:
-                asm.base = seq
+            # A pure ACK does not set this direction's base: a keep-alive probe carries
+            # seq = next - 1 and would shift the stream by one byte.
             self._pure_ack(conn, direction, flags, ack, link, ip, tcp, ordinal, ts)
             return
         if flags & FIN and not conn.fin[direction]:
             self._fin(conn, direction, seq, plen, ordinal, ts)
         if flags & ACK:
             other = conn.asm[1 - direction]
-            if other.held_bytes and other.base is not None:
-                pieces = other.acked(other.offset(ack))
-                if pieces:
-                    conn.feed(1 - direction, pieces, ordinal, ts)
+            if other.base is not None:
+                acked = other.offset(ack)
+                if acked > conn.ledger.acked[1 - direction]:
+                    conn.ledger.acked[1 - direction] = acked
+                if other.held_bytes:
+                    pieces = other.acked(acked)
+                    if pieces:
+                        conn.feed(1 - direction, pieces, ordinal, ts)
         if ts >= self._next_sweep:
             self._sweep(ts)
 
@@ -307,6 +345,15 @@ class FlowTable:
         ts: float,
     ) -> None:
         if flags & RST:
+            asm = conn.asm[direction]
+            if asm.base is not None and abs(asm.offset(seq) - asm.next) > RST_WINDOW_BYTES:
+                # Not a reset of this connection (RFC 5961 section 3): a stray or forged RST.
+                conn.ledger.charge_headers(CONTROL, link, ip, tcp)
+                conn.ledger.charge(CONTROL, OPAQUE, plen)
+                conn.anomalies["tcp.rst_out_of_window"] = (
+                    conn.anomalies.get("tcp.rst_out_of_window", 0) + 1
+                )
+                return
             # An RST ends both directions; text some stacks put in it is not stream data.
             conn.ledger.charge_headers(TEARDOWN, link, ip, tcp)
             conn.ledger.charge(TEARDOWN, OPAQUE, plen)
@@ -314,6 +361,10 @@ class FlowTable:
                 conn.rst = True
                 conn.closed_ts = ts
                 for side in (0, 1):
+                    # Nothing more will come: give up on holes, then end the stream.
+                    pieces = conn.asm[side].flush()
+                    if pieces:
+                        conn.feed(side, pieces, ordinal, ts)
                     if not conn.fin[side]:
                         conn.eof(side, ordinal, ts)
             return
@@ -337,7 +388,9 @@ class FlowTable:
         asm = conn.asm[direction]
         asm.fin_offset = asm.offset(seq) + plen
         conn.fin[direction] = True
-        conn.eof(direction, ordinal, ts)
+        # The decoder hears of the end only after every byte before the FIN was delivered:
+        # a segment lost or reordered before it may still come (Connection.feed checks).
+        conn.eof_after(direction, ordinal, ts)
         if conn.fin[1 - direction]:
             conn.closed_ts = ts
 
@@ -349,7 +402,10 @@ class FlowTable:
         if conn.closed_ts is not None:
             return True
         asm = conn.asm[direction]
-        return asm.syn_seen and asm.base != (seq + 1) % (1 << 32)
+        if not asm.syn_seen:
+            # The capture began mid-connection: a SYN now can only open another one.
+            return True
+        return asm.base != (seq + 1) % (1 << 32)
 
     def _open(
         self, src: bytes, sport: int, dst: bytes, dport: int, flags: int, ts: float
@@ -379,6 +435,14 @@ class FlowTable:
         self._on_finished(conn)
 
     def _sweep(self, ts: float) -> None:
+        # One packet with a timestamp far ahead (a bit flip, a clock step) must not make every
+        # connection look idle: sweep when a second packet confirms the clock, at the older ts.
+        if not self._sweep_armed:
+            self._sweep_armed = True
+            self._armed_ts = ts
+            return
+        self._sweep_armed = False
+        ts = min(ts, self._armed_ts)
         self._next_sweep = ts + SWEEP_INTERVAL_S
         idle = self._idle_s
         done = []

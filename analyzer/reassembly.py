@@ -34,6 +34,7 @@ class StreamAssembler:
     """Reassembles one direction.  ``base`` is set by the first SYN or data seen."""
 
     __slots__ = (
+        "_acked_past",
         "_held",
         "_held_bytes",
         "_starts",
@@ -64,6 +65,8 @@ class StreamAssembler:
         self._starts: list[int] = []
         self._held: list[tuple[int, int, bytes | None]] = []
         self._held_bytes = 0
+        #: the hole (its start) an ACK already passed once
+        self._acked_past = -1
 
     # -- sequence numbers -------------------------------------------------------------------
 
@@ -113,11 +116,24 @@ class StreamAssembler:
         return pieces
 
     def acked(self, offset: int) -> list[Piece]:
-        """The peer acknowledged everything before ``offset``: holes below it are permanent."""
+        """The peer acknowledged everything before ``offset``: holes below it are permanent.
+
+        Only once a second ACK passes the same hole: a capture can show an ACK before the
+        segment it acknowledges (packets of both directions reordered on the way to the
+        capture point), and that segment, arriving next, fills the hole."""
         pieces: list[Piece] = []
         if self._held and offset > self.next:
+            if self._acked_past != self.next:
+                self._acked_past = self.next
+                return pieces
             self._skip(min(offset, self._starts[0]), pieces)
             self._drain(pieces)
+        return pieces
+
+    def skip_to(self, offset: int) -> list[Piece]:
+        """Bytes up to ``offset`` will never come (the FIN is there): a gap to it."""
+        pieces: list[Piece] = []
+        self._skip(offset, pieces)
         return pieces
 
     def flush(self) -> list[Piece]:

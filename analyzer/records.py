@@ -167,7 +167,11 @@ class _ProtocolTotals:
     tls_resumed_handshakes: int = 0
     wire_bytes: int = 0
     payload_bytes: int = 0
+    #: the same figures over the connections whose messages were counted (per-message ratios
+    #: must not mix in connections whose messages are unknown, e.g. TLS without keys)
     message_wire_bytes: int = 0
+    message_payload_bytes: int = 0
+    message_handshakes: int = 0
     marginal_bytes: int = 0
     loaded_bytes: float = 0.0
     round_trips: float = 0.0
@@ -186,9 +190,11 @@ class Summary:
         t.connections += 1
         t.tcp_handshakes += int(record["tcp_handshake"])
         tls = record["tls"]
+        handshakes = int(record["tcp_handshake"])
         if tls:
             t.tls_resumed_handshakes += tls["resumed_handshakes"]
             t.tls_full_handshakes += tls["handshakes"] - tls["resumed_handshakes"]
+            handshakes += tls["handshakes"]
         t.wire_bytes += record["wire_bytes"]
         t.payload_bytes += record["layers"]["payload"]
         if record["messages"] is None:
@@ -196,6 +202,8 @@ class Summary:
         t.decoded_connections += 1
         t.messages += record["messages"]
         t.message_wire_bytes += record["wire_bytes"]
+        t.message_payload_bytes += record["layers"]["payload"]
+        t.message_handshakes += handshakes
         # By the conservation law: messages' direct bytes are what no bucket took.
         buckets = (
             record["setup_bytes"]
@@ -227,15 +235,13 @@ class Summary:
                 "tls_resumed_handshakes": t.tls_resumed_handshakes,
                 "wire_bytes": t.wire_bytes,
                 "payload_bytes": t.payload_bytes,
-                "payload_efficiency": (t.payload_bytes / t.wire_bytes) if t.wire_bytes else None,
+                "payload_efficiency": (t.message_payload_bytes / t.message_wire_bytes)
+                if t.message_wire_bytes
+                else None,
                 "marginal_bytes_per_message": (t.marginal_bytes / n) if n else None,
                 "loaded_bytes_per_message": (t.loaded_bytes / n) if n else None,
                 "round_trips_per_message": (t.round_trips / n) if n else None,
-                "handshakes_per_message": (
-                    (t.tcp_handshakes + t.tls_full_handshakes + t.tls_resumed_handshakes) / n
-                )
-                if n
-                else None,
+                "handshakes_per_message": (t.message_handshakes / n) if n else None,
             }
         return out
 

@@ -190,3 +190,45 @@ def test_capture_records_real_peers_and_never_overwrites(tmp_path: Path) -> None
     again = wireprobe("capture", "--protocol", "http1", "--messages", "2", "-o", str(out))
     assert_usage_error(again, "--force")
     assert out.read_bytes() == before
+
+
+def test_output_paths_that_cannot_work_are_one_line_errors(tmp_path: Path) -> None:
+    assert_usage_error(
+        wireprobe("analyze", str(GOLDEN), "-o", str(tmp_path), "--force"), "directory"
+    )
+    assert_usage_error(wireprobe("analyze", str(GOLDEN), "-o", "/proc/no/x.json"), "exist")
+    assert not list(tmp_path.iterdir()), "no .partial file left behind"
+
+
+def test_dash_output_is_stdout_and_a_closed_pipe_is_no_error(tmp_path: Path) -> None:
+    result = wireprobe("analyze", str(GOLDEN), "-f", "csv", "-o", "-")
+    assert result.returncode == 0 and result.stdout.startswith("id,orig,resp")
+    assert not (CAPTURES.parent / "-").exists()
+    head = subprocess.run(
+        f"{sys.executable} -m analyzer.cli analyze {GOLDEN} -f json | head -c 10",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        executable="/bin/bash",
+        env={**os.environ, "PYTHONPATH": str(CAPTURES.parent)},
+    )
+    assert "Traceback" not in head.stderr and head.stderr == ""
+
+
+def test_partial_keys_leave_per_message_figures_to_the_decrypted_connections(
+    tmp_path: Path,
+) -> None:
+    capture = CAPTURES / "gen-http1-tls12.pcap"
+    lines = (CAPTURES / "gen-http1-tls12.keys").read_text().splitlines()
+    first_key = next(line for line in lines if line.startswith("CLIENT_RANDOM"))
+    keys = tmp_path / "one.keys"
+    keys.write_text(first_key + "\n")
+    data = json.loads(wireprobe("analyze", str(capture), "-k", str(keys), "-f", "json").stdout)
+    decrypted = [c for c in data["connections"] if c["messages"] is not None]
+    assert len(decrypted) == 1 and len(data["connections"]) == 2
+    summary = data["summary"]["http1"]
+    conn = decrypted[0]
+    assert summary["messages"] == conn["messages"]
+    assert summary["handshakes_per_message"] == 2 / conn["messages"]  # its TCP + its TLS
+    assert summary["payload_efficiency"] == conn["layers"]["payload"] / conn["wire_bytes"]

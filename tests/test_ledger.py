@@ -181,3 +181,129 @@ def test_ack_of_bytes_the_capture_never_saw_is_control(tmp_path: Path) -> None:
     # ACK of orig's 10 bytes + ACK of resp's unseen 500 bytes: both control
     assert conn["control_bytes"] == 2 * BARE
     assert not [a for a in conn["anomalies"] if a["name"].startswith("wireprobe.")]
+
+
+REQ = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+
+
+def body_response(n: int) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"b" * n
+
+
+def test_messages_retire_when_acks_ride_on_data(tmp_path: Path, monkeypatch: Any) -> None:
+    from analyzer import accounting, pipeline
+
+    conv = Conversation(resp_port=80).handshake()
+    for _ in range(30):
+        conv.orig(REQ, ack=False).resp(b"HTTP/1.1 204 No Content\r\n\r\n", ack=False)
+    conv.close()
+    monkeypatch.setattr(accounting, "RETIRE_THRESHOLD", 4)
+    retired: list[int] = []
+    real = pipeline.connection_records
+    monkeypatch.setattr(
+        pipeline, "connection_records", lambda c: (retired.append(c.ledger.retired), real(c))[1]
+    )
+    result = analyze_json([conv.write(tmp_path / "c.pcap")])
+    check_conservation(result)
+    assert retired[0] >= 20
+
+
+def test_fin_waits_for_a_segment_lost_before_it(tmp_path: Path) -> None:
+    conv = Conversation(resp_port=80, mss=1000).handshake().orig(REQ)
+    data = body_response(2000)
+    start = conv.seq[1]
+    conv.resp(data, drop=(2,), ack=False)  # the last segment is lost ...
+    conv.emit(1, start + len(data), 0x11)  # ... the FIN comes ...
+    conv.emit(1, start + 2000, 0x18, data[2000:])  # ... then the retransmission
+    conv.seq[1] += 1
+    conv.emit(0, conv.seq[0], 0x11)
+    conn = one(tmp_path, conv)
+    assert conn["messages"] == 1 and conn["missing_bytes"] == 0
+    assert conn["layers"]["payload"] == 2000 and not conn["anomalies"]
+
+
+def test_keep_alive_probe_first_does_not_shift_the_stream(tmp_path: Path) -> None:
+    conv = Conversation(resp_port=9999)
+    conv.emit(0, conv.seq[0] - 1, 0x10)  # keep-alive probe: seq = next - 1, no data
+    conv.orig(REQ).resp(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+    conn = one(tmp_path, conv)
+    assert conn["protocol"] == "http1" and conn["messages"] == 1
+    assert conn["missing_bytes"] == 0
+
+
+def test_ack_captured_before_its_data_is_no_gap(tmp_path: Path) -> None:
+    conv = Conversation(resp_port=80, mss=1000).handshake()
+    post = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1500\r\n\r\n" + b"p" * 1500
+    start = conv.seq[0]
+    conv.seq[0] += len(post)
+    conv.emit(0, start + 1000, 0x18, post[1000:])  # second segment first,
+    conv.emit(1, conv.seq[1], 0x10)  # the server's ACK of both,
+    conv.emit(0, start, 0x18, post[:1000])  # then the first segment
+    conv.resp(b"HTTP/1.1 204 No Content\r\n\r\n").close()
+    conn = one(tmp_path, conv)
+    assert conn["missing_bytes"] == 0 and conn["retransmitted_bytes"] == 0
+    assert conn["messages"] == 1 and conn["layers"]["payload"] == 1500
+
+
+def test_syn_after_a_connection_joined_mid_stream_is_a_new_connection(tmp_path: Path) -> None:
+    conv = Conversation(resp_port=80).orig(REQ).resp(b"HTTP/1.1 204 No Content\r\n\r\n")
+    conv.seq = [777_000, 999_000]
+    conv.handshake().orig(REQ).resp(b"HTTP/1.1 204 No Content\r\n\r\n").close()
+    result = analyze_json([conv.write(tmp_path / "c.pcap")])
+    check_conservation(result)
+    assert [c["tcp_handshake"] for c in result["connections"]] == [False, True]
+    assert all(c["missing_bytes"] == 0 for c in result["connections"])
+
+
+def test_one_packet_from_the_future_does_not_finish_open_connections(tmp_path: Path) -> None:
+    a = Conversation(resp_port=80).handshake().orig(REQ)
+    stray = Conversation(resp_port=80, orig_port=40001, ts=a.ts + 10_000).handshake()
+    a.frames.append(stray.frames[0])  # one SYN stamped far ahead, in capture order
+    a.resp(b"HTTP/1.1 204 No Content\r\n\r\n").close()
+    result = analyze_json([a.write(tmp_path / "c.pcap")])
+    check_conservation(result)
+    first = [c for c in result["connections"] if c["orig"].endswith(":40000")]
+    assert len(first) == 1 and first[0]["messages"] == 1
+
+
+def test_rst_outside_the_window_does_not_end_the_connection(tmp_path: Path) -> None:
+    conv = Conversation(resp_port=80).handshake().orig(REQ)
+    conv.resp(b"HTTP/1.1 204 No Content\r\n\r\n")
+    conv.emit(1, conv.seq[1] + 100_000, 0x04)
+    conv.ts += 70  # past the closed-connection linger
+    conv.orig(REQ).resp(b"HTTP/1.1 204 No Content\r\n\r\n").close()
+    conn = one(tmp_path, conv)
+    assert conn["messages"] == 2 and conn["closed"] == "fin"
+    assert {"name": "tcp.rst_out_of_window", "count": 1} in conn["anomalies"]
+
+
+def test_a_failing_decoder_costs_decoding_not_memory(tmp_path: Path, monkeypatch: Any) -> None:
+    from analyzer.protocols import http1
+
+    calls = {"n": 0}
+    real = http1.Http1Decoder.feed
+
+    def flaky(self: Any, *args: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("a decoder bug")
+        return real(self, *args)
+
+    monkeypatch.setattr(http1.Http1Decoder, "feed", flaky)
+    conv = Conversation(resp_port=80).handshake()
+    for _ in range(50):
+        conv.orig(REQ).resp(b"HTTP/1.1 204 No Content\r\n\r\n")
+    conv.close()
+    captured: list[Any] = []
+    from analyzer import flows
+
+    real_finish = flows.Connection.finish
+
+    def spy(self: Any, ts: float) -> None:
+        captured.append(sum(len(d.loose) for d in self.ledger.dirs))
+        real_finish(self, ts)
+
+    monkeypatch.setattr(flows.Connection, "finish", spy)
+    conn = one(tmp_path, conv)
+    assert {"name": "wireprobe.decoder_error", "count": 1} in conn["anomalies"]
+    assert captured == [0], "spans after the failure must not pile up out of order"
