@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from analyzer.events import (
@@ -19,6 +20,7 @@ from analyzer.events import (
     UNDECODED,
     Event,
     MessageIds,
+    MessageStarted,
     ProtocolIdentified,
     Span,
     StreamDecoder,
@@ -124,6 +126,52 @@ def detect(
     return "unknown"
 
 
+def _roles_swapped(protocol: str, orig: bytes, resp: bytes) -> bool:
+    """The connection's ``resp`` is the client: a capture joined mid-connection whose first
+    packet came from the server, on a port that does not say which side serves."""
+    if protocol == "http1":
+        return bool(
+            (_REQUEST_LINE.match(resp) and not _REQUEST_LINE.match(orig))
+            or (_STATUS_LINE.match(orig) and not _STATUS_LINE.match(resp))
+        )
+    if protocol == "http2":
+        return resp.startswith(HTTP2_PREFACE) and not orig.startswith(HTTP2_PREFACE)
+    if protocol == "amqp":
+        return resp.startswith(AMQP_HEADER) and not orig.startswith(AMQP_HEADER)
+    return False
+
+
+class _Swapped:
+    """Presents a connection to a decoder with its directions exchanged, so the decoder sees
+    the client as ``orig``; its events are mapped back to the connection's directions."""
+
+    def __init__(self, inner: StreamDecoder) -> None:
+        self._inner = inner
+
+    @staticmethod
+    def _back(events: list[Event]) -> list[Event]:
+        out: list[Event] = []
+        for event in events:
+            if isinstance(event, Span):
+                event = Span(1 - event.direction, event.start, event.end, event.owner, event.layer)
+            elif isinstance(event, MessageStarted):
+                event = replace(event, sender=1 - event.sender)
+            out.append(event)
+        return out
+
+    def feed(self, direction: int, data: bytes, ordinal: int, ts: float) -> list[Event]:
+        return self._back(self._inner.feed(1 - direction, data, ordinal, ts))
+
+    def gap(self, direction: int, length: int, ordinal: int, ts: float) -> list[Event]:
+        return self._back(self._inner.gap(1 - direction, length, ordinal, ts))
+
+    def eof(self, direction: int, ordinal: int, ts: float) -> list[Event]:
+        return self._back(self._inner.eof(1 - direction, ordinal, ts))
+
+    def finish(self, ts: float) -> list[Event]:
+        return self._back(self._inner.finish(ts))
+
+
 def _load(protocol: str) -> Callable[..., StreamDecoder] | None:
     target = DECODERS.get(protocol)
     if target is None:
@@ -225,6 +273,8 @@ class DetectingDecoder:
         if protocol is None:
             return []
         self._inner = self._build(protocol)
+        if _roles_swapped(protocol, self._heads[ORIG], self._heads[RESP]):
+            self._inner = _Swapped(self._inner)
         events: list[Event] = []
         for call, direction, value, ordinal, ts in self._held:
             if call == "feed":

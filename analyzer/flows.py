@@ -58,6 +58,7 @@ class Connection:
         "fin",
         "first_ts",
         "id",
+        "last_ordinal",
         "last_ts",
         "ledger",
         "orig",
@@ -81,6 +82,8 @@ class Connection:
         self.resp = resp
         self.first_ts = ts
         self.last_ts = ts
+        #: ordinal of the connection's latest packet (bytes released at the end arrived by then)
+        self.last_ordinal = 0
         self.id = connection_id(orig, resp, ts)
         self.asm = (StreamAssembler(), StreamAssembler())
         self.ledger = ConnectionLedger()
@@ -165,7 +168,7 @@ class Connection:
         for direction in (0, 1):
             pieces = self.asm[direction].flush()
             if pieces:
-                self.feed(direction, pieces, 0, ts)
+                self.feed(direction, pieces, self.last_ordinal, ts)
             self._release_eof(direction, final=True)
         try:
             self.ledger.apply(self.decoder.finish(ts))
@@ -225,6 +228,7 @@ class FlowTable:
             entry = self._open(src, sport, dst, dport, flags, ts)
         conn, direction = entry
         conn.last_ts = ts
+        conn.last_ordinal = ordinal
         conn.packets[direction] += 1
         conn.wire[direction] += wire_len
         if odd is not None:

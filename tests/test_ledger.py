@@ -307,3 +307,18 @@ def test_a_failing_decoder_costs_decoding_not_memory(tmp_path: Path, monkeypatch
     conn = one(tmp_path, conv)
     assert {"name": "wireprobe.decoder_error", "count": 1} in conn["anomalies"]
     assert captured == [0], "spans after the failure must not pile up out of order"
+
+
+def test_server_speaking_first_on_an_unknown_port_still_decodes(tmp_path: Path) -> None:
+    """Joined mid-connection, the first packet is a response from port 9999: the roles are
+    found from the content, so every exchange is still decoded."""
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
+    conv = Conversation(resp_port=9999).resp(ok)
+    for _ in range(3):
+        conv.orig(REQ).resp(ok)
+    conv.close()
+    conn = one(tmp_path, conv)
+    assert conn["orig"].endswith(":9999")  # the first packet's sender, as DESIGN.md says
+    assert conn["messages"] == 4 and conn["undecoded_bytes"] == 0
+    result = analyze_json([tmp_path / "c.pcap"])
+    assert [m["sender"] for m in result["messages"]][1:] == ["resp"] * 3  # the client's side
