@@ -514,8 +514,6 @@ class ConnectionLedger:
                 total[layer] += n
         return total
 
-    def wire_bytes(self) -> int:
-        return sum(self.layer_totals())
 
     def bucket(self, owner: int) -> int:
         row = self.rows.get(owner)

@@ -13,10 +13,8 @@ from typing import Any
 
 from analyzer.accounting import MessageState, message_fields, new_row
 from analyzer.events import (
-    BUCKET_NAMES,
     CONTROL,
     LAYER_NAMES,
-    PAYLOAD,
     SETUP,
     TEARDOWN,
     UNDECODED,
@@ -152,11 +150,6 @@ def _handshake_rtt(conn: Connection) -> float | None:
     return conn.ack_ts - conn.syn_ts
 
 
-def bucket_rows(conn: Connection) -> dict[str, int]:
-    """Bytes per non-message owner (for checks)."""
-    return {name: conn.ledger.bucket(owner) for owner, name in BUCKET_NAMES.items()}
-
-
 @dataclass(slots=True)
 class _ProtocolTotals:
     connections: int = 0
@@ -246,4 +239,4 @@ class Summary:
         return out
 
 
-__all__ = ["PAYLOAD", "Record", "Summary", "bucket_rows", "connection_records"]
+__all__ = ["Record", "Summary", "connection_records"]
