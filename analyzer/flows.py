@@ -36,6 +36,11 @@ ACK = 0x10
 CLOSED_LINGER_S = 60.0
 #: Capture seconds between sweeps of the table for idle and closed connections.
 SWEEP_INTERVAL_S = 10.0
+#: An ACK of bytes not yet seen may be a capture that reordered the two directions: it waits for
+#: them if they are within one unscaled window (64 KiB) and few ACKs wait already; past either
+#: bound (a capture of one direction only) it is control at once.
+EARLY_ACK_WINDOW_BYTES = 64 * 1024
+MAX_EARLY_ACKS = 64
 #: How far from the next expected byte an RST may be and still end the connection.  RFC 5961
 #: section 3 resets only on an exact match (in-window RSTs get a challenge ACK); a capture may
 #: miss segments before it, so allow one unscaled window (64 KiB), no more.
@@ -296,7 +301,12 @@ class FlowTable:
                     pieces = other.acked(newest + 1)
                     if pieces:
                         conn.feed(1 - direction, pieces, ordinal, ts)
-                if newest < other.next:
+                if newest < other.next or (
+                    newest - other.next < EARLY_ACK_WINDOW_BYTES
+                    and len(conn.ledger.dirs[1 - direction].acks) < MAX_EARLY_ACKS
+                ):
+                    # Acknowledged bytes already seen, or (capture reordering) about to be:
+                    # the ledger charges it to their owner once they are decoded.
                     conn.ledger.pure_ack(direction, newest, link, ip, tcp)
                 else:
                     # It acknowledges bytes the capture never saw (Wireshark's "ACKed unseen

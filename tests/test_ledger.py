@@ -322,3 +322,12 @@ def test_server_speaking_first_on_an_unknown_port_still_decodes(tmp_path: Path) 
     assert conn["messages"] == 4 and conn["undecoded_bytes"] == 0
     result = analyze_json([tmp_path / "c.pcap"])
     assert [m["sender"] for m in result["messages"]][1:] == ["resp"] * 3  # the client's side
+
+
+def test_ack_captured_just_before_its_data_still_goes_to_the_message(tmp_path: Path) -> None:
+    conv = Conversation(resp_port=80).handshake().orig(REQ)
+    conv.resp(b"HTTP/1.1 204 No Content\r\n\r\n").close()
+    frames = conv.frames
+    frames[3], frames[4] = (frames[3][0], frames[4][1]), (frames[4][0], frames[3][1])
+    conn = one(tmp_path, conv)
+    assert conn["control_bytes"] == 0  # the request's ACK is the exchange's, as in order
