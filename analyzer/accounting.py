@@ -217,8 +217,7 @@ class ConnectionLedger:
             self.charge_headers(CONTROL, link, ip, tcp)
             return
         other = self.dirs[1 - direction]
-        if newest >= self.acked[1 - direction]:
-            self.acked[1 - direction] = newest + 1
+        self.note_acked(1 - direction, newest + 1)
         if newest < other.frontier:
             spans = other.spans
             # Most ACKs acknowledge the newest decoded bytes: skip the search then.
@@ -240,11 +239,15 @@ class ConnectionLedger:
             self.anomalies["wireprobe.pending_overflow"] += 1
             self._settle_ack(other, other.acks.popleft())
 
+    def note_acked(self, direction: int, offset: int) -> None:
+        """The peer acknowledged ``direction``'s bytes before ``offset`` (retiring waits on it)."""
+        if offset > self.acked[direction]:
+            self.acked[direction] = offset
+
     def ack_unseen(self, direction: int, newest: int, link: int, ip: int, tcp: int) -> None:
         """A pure ACK of bytes the capture never carried: control, but it still moves the
         acknowledged offset that retiring messages waits for."""
-        if newest >= self.acked[1 - direction]:
-            self.acked[1 - direction] = newest + 1
+        self.note_acked(1 - direction, newest + 1)
         self.charge_headers(CONTROL, link, ip, tcp)
 
     def _ack_owner(self, side: DirectionLedger, offset: int) -> int:
@@ -513,7 +516,6 @@ class ConnectionLedger:
             for layer, n in enumerate(row):
                 total[layer] += n
         return total
-
 
     def bucket(self, owner: int) -> int:
         row = self.rows.get(owner)

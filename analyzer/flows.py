@@ -260,8 +260,7 @@ class FlowTable:
             other = conn.asm[1 - direction]
             if other.base is not None:
                 acked = other.offset(ack)
-                if acked > conn.ledger.acked[1 - direction]:
-                    conn.ledger.acked[1 - direction] = acked
+                conn.ledger.note_acked(1 - direction, acked)
                 if other.held_bytes:
                     pieces = other.acked(acked)
                     if pieces:
