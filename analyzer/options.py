@@ -33,3 +33,6 @@ class AnalyzeOptions:
     #: skip application decoding: link/IP/TCP figures only, every payload byte ``undecoded``
     #: (the job ``tshark -z conv,tcp`` does, for captures too big to decode)
     transport_only: bool = False
+    #: take the fused per-packet fast path for common segments (False: the general path only;
+    #: tests compare the two, which must give identical results)
+    fast_path: bool = True

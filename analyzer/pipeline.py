@@ -18,7 +18,6 @@ from analyzer.capture import SECRETS_TLS_KEY_LOG, CaptureSet
 from analyzer.flows import Connection, FlowTable
 from analyzer.keylog import KeyLog
 from analyzer.options import AnalyzeOptions
-from analyzer.packets import decode
 from analyzer.records import Record, Summary, connection_records
 
 #: Called once per finished connection with its record and an iterator over its messages'
@@ -88,7 +87,7 @@ def analyze(
     thresholds = gc.get_threshold()
     gc.set_threshold(50_000, 20, 100)
     try:
-        result.packets, result.tcp_packets = _run(captures, table, skipped)
+        result.packets, result.tcp_packets = table.run(captures, skipped)
         table.close()
     finally:
         gc.set_threshold(*thresholds)
@@ -107,19 +106,3 @@ def analyze(
         for s in captures.stats
     ]
     return result
-
-
-def _run(captures: CaptureSet, table: FlowTable, skipped: Counter[str]) -> tuple[int, int]:
-    """The packet loop, kept small and local-variable heavy: it runs once per packet."""
-    packet = table.packet
-    ordinal = 0
-    tcp_packets = 0
-    for ts, link_type, orig_len, data in captures:
-        ordinal += 1
-        seg = decode(link_type, data, orig_len)
-        if type(seg) is str:
-            skipped[seg] += 1
-            continue
-        tcp_packets += 1
-        packet(seg, ts, ordinal, orig_len)  # type: ignore[arg-type]
-    return ordinal, tcp_packets

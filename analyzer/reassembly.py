@@ -36,12 +36,12 @@ class StreamAssembler:
     __slots__ = (
         "_acked_past",
         "_held",
-        "_held_bytes",
         "_starts",
         "base",
         "fin_offset",
         "gap_bytes",
         "gaps",
+        "held_bytes",
         "next",
         "overlap_mismatches",
         "retransmitted_bytes",
@@ -64,7 +64,8 @@ class StreamAssembler:
         # data None for bytes known to exist but not captured (snaplen).
         self._starts: list[int] = []
         self._held: list[tuple[int, int, bytes | None]] = []
-        self._held_bytes = 0
+        #: bytes waiting for a hole to fill (0 whenever nothing is held: the fast path's test)
+        self.held_bytes = 0
         #: the hole (its start) an ACK already passed once
         self._acked_past = -1
 
@@ -164,7 +165,7 @@ class StreamAssembler:
             if end <= old_end:
                 return
             # A longer segment supersedes the held one (keep the longer capture).
-            self._held_bytes -= old_end - old_start
+            self.held_bytes -= old_end - old_start
             del self._starts[index]
             del self._held[index]
         captured_end = start + len(data)
@@ -177,13 +178,13 @@ class StreamAssembler:
         index = bisect.bisect_left(self._starts, start)
         self._starts.insert(index, start)
         self._held.insert(index, (start, end, data))
-        self._held_bytes += end - start
+        self.held_bytes += end - start
 
     def _drain(self, pieces: list[Piece]) -> None:
         while self._held and self._starts[0] <= self.next:
             start, end, data = self._held.pop(0)
             del self._starts[0]
-            self._held_bytes -= end - start
+            self.held_bytes -= end - start
             if end <= self.next:
                 self.retransmitted_bytes += end - start
                 continue
@@ -199,12 +200,7 @@ class StreamAssembler:
 
     def _enforce_bounds(self, pieces: list[Piece]) -> None:
         while self._held and (
-            self._held_bytes > MAX_BUFFERED_BYTES or len(self._held) > MAX_BUFFERED_SEGMENTS
+            self.held_bytes > MAX_BUFFERED_BYTES or len(self._held) > MAX_BUFFERED_SEGMENTS
         ):
             self._skip(self._starts[0], pieces)
             self._drain(pieces)
-
-    @property
-    def held_bytes(self) -> int:
-        """Bytes waiting for a hole to fill."""
-        return self._held_bytes

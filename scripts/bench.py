@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 """Time ``wireprobe analyze`` against tshark on the same capture, and compare peak memory.
 
-    scripts/bench.py CAPTURE [--repeat N] [--formats csv,json]
+    scripts/bench.py CAPTURE [--repeat N] [--runs N] [--format csv]
 
 tshark runs ``tshark -r CAPTURE -q -z conv,tcp`` (its full dissection, summarised per TCP
 conversation); wireprobe runs ``wireprobe analyze CAPTURE --format csv`` (the whole job: every
 decoder, the ledger, the records) and again with ``--transport-only`` (link/IP/TCP accounting
-without application decoding, the comparable job of issue 2's transport stage).  Each is a separate process; wall time and peak RSS come from ``os.wait4``.
+without application decoding, the comparable job of issue 2's transport stage).  Each is a
+separate process; CPU time, wall time and peak RSS come from ``os.wait4``.
 With ``--repeat N`` the capture is first replayed N times back to back (timestamps shifted, so
 every copy's connections are new ones) into a temporary pcap, which also shows whether peak memory
 grows with the length of the file: run it with two values of N and compare.
+Each command runs ``--runs`` times (default 3), the three commands taking turns, and the fastest
+run of each is reported: other processes on the machine can only slow a run down, never speed it
+up, so the minimum is the figure least disturbed by them.
 """
 
 from __future__ import annotations
@@ -79,6 +83,7 @@ def main() -> None:
     parser.add_argument("capture")
     parser.add_argument("--repeat", type=int, default=1, help="replay the capture N times")
     parser.add_argument("--format", default="csv", help="wireprobe output format")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each command; best kept")
     args = parser.parse_args()
     tshark = shutil.which("tshark")
     if tshark is None:
@@ -92,10 +97,18 @@ def main() -> None:
         else:
             packets = count_packets(path)
         size_mb = os.path.getsize(path) / 2**20
-        ours = run([wireprobe, "analyze", path, "--format", args.format])
-        transport = run([wireprobe, "analyze", path, "--format", args.format, "--transport-only"])
-        theirs = run([tshark, "-r", path, "-q", "-z", "conv,tcp"])
+        commands = (
+            [wireprobe, "analyze", path, "--format", args.format],
+            [wireprobe, "analyze", path, "--format", args.format, "--transport-only"],
+            [tshark, "-r", path, "-q", "-z", "conv,tcp"],
+        )
+        runs: list[list[tuple[float, float, float]]] = [[], [], []]
+        for _ in range(max(args.runs, 1)):
+            for results, cmd in zip(runs, commands, strict=True):
+                results.append(run(cmd))
+        ours, transport, theirs = (min(results) for results in runs)
     print(f"capture: {args.capture} x{args.repeat}: {packets:,} packets, {size_mb:.1f} MiB")
+    print(f"best of {max(args.runs, 1)} runs each")
     print(f"{'tool':<36} {'CPU s':>7} {'wall s':>7} {'packets/CPU s':>14} {'peak MiB':>9}")
     for name, (cpu, wall, rss) in (
         (f"wireprobe analyze --format {args.format}", ours),
