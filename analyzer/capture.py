@@ -356,6 +356,7 @@ def _pcap_packets(src: _Source, flavour: _PcapFlavour, stats: CaptureStats) -> I
     buf, pos, end = src.buf, src.pos, len(src.buf)
     n = wire = 0
     lo, hi = float("inf"), float("-inf")
+    max_record = MAX_RECORD_BYTES  # a local: the loop runs once per packet
     try:
         while True:
             if end - pos < head_len:
@@ -364,7 +365,7 @@ def _pcap_packets(src: _Source, flavour: _PcapFlavour, stats: CaptureStats) -> I
                     break
                 buf, pos, end = src.buf, 0, len(src.buf)
             sec, frac, incl, orig = unpack(buf, pos)
-            if incl > orig or incl > MAX_RECORD_BYTES:
+            if incl > orig or incl > max_record:
                 # Misframed data: the next record's position cannot be trusted, so stop here.
                 _count(stats, BAD_RECORD)
                 return

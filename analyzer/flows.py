@@ -54,10 +54,13 @@ MAX_EARLY_ACKS = 64
 RST_WINDOW_BYTES = 64 * 1024
 
 #: The fast path's one read of a frame: Ethernet type, then the 20-byte IPv4 header (version/IHL,
-#: total length, flags/fragment offset, protocol, addresses), then the TCP header up to its
-#: flags byte (RFC 791 section 3.1, RFC 9293 section 3.1).  Valid only when IHL is 5, which the
-#: fast path checks before it believes the TCP fields.
-_ETH_IPV4_TCP = struct.Struct("!12xHBxHxxHxBxx4s4sHHIIBB")
+#: total length, flags/fragment offset, protocol), then source and destination addresses and the
+#: TCP ports as one 12-byte string (they are contiguous: that is the flow key), then the TCP
+#: sequence and acknowledgment numbers, data offset and flags (RFC 791 section 3.1, RFC 9293
+#: section 3.1).  Valid only when IHL is 5, which the fast path checks before believing it.
+_ETH_IPV4_TCP = struct.Struct("!12xHBxHxxHxBxx12sIIBB")
+#: Source and destination ports as they follow the addresses in a flow key.
+_PORTS = struct.Struct("!HH")
 #: Frames shorter than Ethernet + IPv4 + TCP headers cannot take the fast path.
 _FAST_MIN_FRAME = 14 + 20 + 20
 _LINKTYPE_ETHERNET = 1
@@ -208,6 +211,13 @@ class Connection:
         self.ledger.close((self.delivered[0], self.delivered[1]))
 
 
+def flow_key(src: bytes, sport: int, dst: bytes, dport: int) -> bytes:
+    """The table's key of one orientation of a 4-tuple: addresses, then ports, as the bytes of
+    an IPv4 header's address fields followed by a TCP header's port fields (12 bytes for IPv4,
+    36 for IPv6), so the fast path reads it from a frame with no work at all."""
+    return src + dst + _PORTS.pack(sport, dport)
+
+
 def connection_id(orig: tuple[bytes, int], resp: tuple[bytes, int], ts: float) -> str:
     """A stable id from the flow key and first timestamp (STYLE.md: never clock or random)."""
     key = b"%s:%d>%s:%d@%d" % (orig[0], orig[1], resp[0], resp[1], round(ts * 1e6))
@@ -234,7 +244,8 @@ class FlowTable:
     def __init__(self, options: AnalyzeOptions, on_finished: Callable[[Connection], None]) -> None:
         self._options = options
         self._on_finished = on_finished
-        self._table: dict[tuple[bytes, int, bytes, int], _Entry] = {}
+        #: flow key (``flow_key``) -> entry, one key per orientation of the 4-tuple
+        self._table: dict[bytes, _Entry] = {}
         self._next_sweep = 0.0
         #: a packet already reached the sweep time; the next one confirms the clock
         self._sweep_armed = False
@@ -265,45 +276,60 @@ class FlowTable:
         general = self._general
         transport_only = self._transport_only
         idle = self._idle_s
+        next_sweep = self._next_sweep
+        # Locals, not module constants, in the loop: LOAD_FAST is the cheapest load.
+        ethernet, eth_ipv4, ipv4_plain, tcp_proto = (
+            _LINKTYPE_ETHERNET,
+            _ETHERTYPE_IPV4,
+            _IPV4_NO_OPTIONS,
+            _IPPROTO_TCP,
+        )
+        fragment, flag_mask, ack_only = _IPV4_FRAGMENT_MASK, SYN | FIN | RST | ACK, ACK
+        seq_mask, min_frame = _SEQ_MASK, _FAST_MIN_FRAME
+        link_at, ip_at, tcp_at, opaque_at = LINK, IP, TCP, OPAQUE
+        undecoded, control, seq_mod, half_seq = UNDECODED, CONTROL, SEQ_MOD, _HALF_SEQ
+        not_tcp = sum(skipped.values())
         ordinal = 0
-        segments = 0
         for ts, link_type, orig_len, data in packets:
             ordinal += 1
-            if not fast or link_type != _LINKTYPE_ETHERNET or len(data) < _FAST_MIN_FRAME:
-                segments += general(ts, link_type, orig_len, data, ordinal, skipped)
+            if not fast or link_type != ethernet or len(data) < min_frame:
+                general(ts, link_type, orig_len, data, ordinal, skipped)
+                next_sweep = self._next_sweep
                 continue
-            et, vihl, total, frag, proto, src, dst, sport, dport, seq, ack, doff, flags = unpack(
-                data
-            )
-            tcp = (doff >> 4) << 2
-            entry = get((src, sport, dst, dport))
-            # 1. Its case: IPv4 without options or fragments, lengths that hold, ACK set and no
-            #    SYN, FIN or RST, the whole datagram captured, a known connection not idle, and
-            #    nothing held out of order in the other direction (an ACK may close a hole).
+            et, vihl, total, frag, proto, key, seq, ack, doff, flags = unpack(data)
+            tcp = (doff & 0xF0) >> 2
+            entry = get(key)
+            # 1. Its case: IPv4 without options or fragments, lengths that hold (pcapng may
+            #    claim more captured bytes than were on the wire), ACK set and no SYN, FIN or
+            #    RST, the whole datagram captured, a known connection not idle, and nothing held
+            #    out of order in the other direction (an ACK may close a hole).
             if (
                 entry is None
-                or et != _ETHERTYPE_IPV4
-                or vihl != _IPV4_NO_OPTIONS
-                or proto != _IPPROTO_TCP
-                or frag & _IPV4_FRAGMENT_MASK
-                or flags & (SYN | FIN | RST | ACK) != ACK
+                or flags & flag_mask != ack_only
+                or et != eth_ipv4
+                or vihl != ipv4_plain
+                or proto != tcp_proto
+                or frag & fragment
                 or not 20 <= tcp <= total - 20
-                or not 40 <= total <= orig_len - 14
                 or total + 14 > len(data)
+                or total + 14 > orig_len
             ):
-                segments += general(ts, link_type, orig_len, data, ordinal, skipped)
+                general(ts, link_type, orig_len, data, ordinal, skipped)
+                next_sweep = self._next_sweep
                 continue
             conn, direction, asm, other, rows = entry
             if ts - conn.last_ts > idle or other.held_bytes or other.base is None:
-                segments += general(ts, link_type, orig_len, data, ordinal, skipped)
+                general(ts, link_type, orig_len, data, ordinal, skipped)
+                next_sweep = self._next_sweep
                 continue
             plen = total - 20 - tcp
             if plen:
                 # 2. A data segment: exactly the next byte expected, nothing held before it.
                 base = asm.base
                 start = asm.next
-                if base is None or asm.held_bytes or (seq - base) & _SEQ_MASK != start & _SEQ_MASK:
-                    segments += general(ts, link_type, orig_len, data, ordinal, skipped)
+                if base is None or asm.held_bytes or (seq - base) & seq_mask != start & seq_mask:
+                    general(ts, link_type, orig_len, data, ordinal, skipped)
+                    next_sweep = self._next_sweep
                     continue
                 conn.last_ts = ts
                 conn.last_ordinal = ordinal
@@ -313,13 +339,13 @@ class FlowTable:
                 if transport_only:
                     # No decoder, no spans: every payload byte is undecoded at once (and no
                     # message waits to be retired, so the acknowledged offset is not kept).
-                    row = rows.get(UNDECODED)
+                    row = rows.get(undecoded)
                     if row is None:
-                        row = rows[UNDECODED] = [0] * N_LAYERS
-                    row[LINK] += orig_len - total
-                    row[IP] += 20
-                    row[TCP] += tcp
-                    row[OPAQUE] += plen
+                        row = rows[undecoded] = [0] * N_LAYERS
+                    row[link_at] += orig_len - total
+                    row[ip_at] += 20
+                    row[tcp_at] += tcp
+                    row[opaque_at] += plen
                 else:
                     ledger = conn.ledger
                     ledger.note_data(ordinal, direction)
@@ -328,39 +354,42 @@ class FlowTable:
                     ledger.note_acked(1 - direction, other.offset(ack))
             else:
                 # 3. A pure ACK of bytes already seen, past the handshake, before any FIN.
-                rel = (ack - other.base) & _SEQ_MASK
+                rel = (ack - other.base) & seq_mask
                 if not rel or other.fin_offset is not None:
-                    segments += general(ts, link_type, orig_len, data, ordinal, skipped)
+                    general(ts, link_type, orig_len, data, ordinal, skipped)
+                    next_sweep = self._next_sweep
                     continue
                 if transport_only:
                     # Every stream byte is undecoded, and ACKs of undecoded bytes are control.
-                    row = rows.get(CONTROL)
+                    row = rows.get(control)
                     if row is None:
-                        row = rows[CONTROL] = [0] * N_LAYERS
-                    row[LINK] += orig_len - total
-                    row[IP] += 20
-                    row[TCP] += tcp
+                        row = rows[control] = [0] * N_LAYERS
+                    row[link_at] += orig_len - total
+                    row[ip_at] += 20
+                    row[tcp_at] += tcp
                 else:
                     # ``StreamAssembler.offset`` inline: the offset nearest the next byte.
                     ahead = other.next
-                    newest = ahead - (ahead & _SEQ_MASK) + rel
-                    if newest - ahead > _HALF_SEQ:
-                        newest -= SEQ_MOD
-                    elif ahead - newest > _HALF_SEQ:
-                        newest += SEQ_MOD
+                    newest = ahead - (ahead & seq_mask) + rel
+                    if newest - ahead > half_seq:
+                        newest -= seq_mod
+                    elif ahead - newest > half_seq:
+                        newest += seq_mod
                     newest -= 1
                     if not 0 <= newest < ahead:
-                        segments += general(ts, link_type, orig_len, data, ordinal, skipped)
+                        general(ts, link_type, orig_len, data, ordinal, skipped)
+                        next_sweep = self._next_sweep
                         continue
                     conn.ledger.pure_ack(direction, newest, orig_len - total, 20, tcp)
                 conn.last_ts = ts
                 conn.last_ordinal = ordinal
                 conn.packets[direction] += 1
                 conn.wire[direction] += orig_len
-            segments += 1
-            if ts >= self._next_sweep:
+            if ts >= next_sweep:
                 self._sweep(ts)
-        return ordinal, segments
+                next_sweep = self._next_sweep
+        # Every frame that was not a TCP segment was counted in ``skipped`` with its reason.
+        return ordinal, ordinal - (sum(skipped.values()) - not_tcp)
 
     def _general(
         self,
@@ -370,20 +399,19 @@ class FlowTable:
         data: bytes,
         ordinal: int,
         skipped: Counter[str],
-    ) -> int:
-        """Any frame, the general way: 1 if it was a TCP segment, else 0 (its reason counted)."""
+    ) -> None:
+        """Any frame, the general way (a frame that is no TCP segment: its reason counted)."""
         seg = decode(link_type, data, orig_len)
         if type(seg) is str:
             skipped[seg] += 1
-            return 0
+            return
         self.packet(seg, ts, ordinal, orig_len)  # type: ignore[arg-type]
-        return 1
 
     # -- the hot path -----------------------------------------------------------------------
 
     def packet(self, seg: Segment, ts: float, ordinal: int, wire_len: int) -> None:
         src, dst, sport, dport, seq, ack, flags, _win, payload, plen, link, ip, tcp, odd = seg
-        entry = self._table.get((src, sport, dst, dport))
+        entry = self._table.get(flow_key(src, sport, dst, dport))
         if entry is None or (
             (flags & SYN and not flags & ACK and self._restarts(entry[0], entry[1], seq))
             or ts - entry[0].last_ts > self._idle_s
@@ -594,13 +622,16 @@ class FlowTable:
         conn = Connection(orig, resp, ts, decoder)
         forward = (conn, 0, conn.asm[0], conn.asm[1], conn.ledger.rows)
         backward = (conn, 1, conn.asm[1], conn.asm[0], conn.ledger.rows)
-        self._table[(orig[0], orig[1], resp[0], resp[1])] = forward
-        self._table[(resp[0], resp[1], orig[0], orig[1])] = backward
+        self._table[flow_key(orig[0], orig[1], resp[0], resp[1])] = forward
+        self._table[flow_key(resp[0], resp[1], orig[0], orig[1])] = backward
         return forward if orig == (src, sport) else backward
 
     def _finish(self, conn: Connection, ts: float) -> None:
         orig, resp = conn.orig, conn.resp
-        for key in ((orig[0], orig[1], resp[0], resp[1]), (resp[0], resp[1], orig[0], orig[1])):
+        for key in (
+            flow_key(orig[0], orig[1], resp[0], resp[1]),
+            flow_key(resp[0], resp[1], orig[0], orig[1]),
+        ):
             if self._table.get(key, (None,))[0] is conn:
                 del self._table[key]
         conn.finish(max(ts, conn.last_ts))
