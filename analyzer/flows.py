@@ -59,6 +59,12 @@ RST_WINDOW_BYTES = 64 * 1024
 #: sequence and acknowledgment numbers, data offset and flags (RFC 791 section 3.1, RFC 9293
 #: section 3.1).  Valid only when IHL is 5, which the fast path checks before believing it.
 _ETH_IPV4_TCP = struct.Struct("!12xHBxHxxHxBxx12sIIBB")
+#: The same for IPv6 when TCP is the first next header: Ethernet type, the version byte,
+#: payload length, next header, then addresses and ports (36 bytes: the IPv6 flow key), then
+#: the TCP fields as above (RFC 8200 section 3).
+_ETH_IPV6_TCP = struct.Struct("!12xHBxxxHBx36sIIBB")
+_FAST_MIN_FRAME_V6 = 14 + 40 + 20
+_ETHERTYPE_IPV6 = 0x86DD
 #: Source and destination ports as they follow the addresses in a flow key.
 _PORTS = struct.Struct("!HH")
 #: Frames shorter than Ethernet + IPv4 + TCP headers cannot take the fast path.
@@ -272,20 +278,22 @@ class FlowTable:
         """
         fast = self._options.fast_path
         unpack = _ETH_IPV4_TCP.unpack_from
+        unpack_v6 = _ETH_IPV6_TCP.unpack_from
         get = self._table.get
         general = self._general
         transport_only = self._transport_only
         idle = self._idle_s
         next_sweep = self._next_sweep
         # Locals, not module constants, in the loop: LOAD_FAST is the cheapest load.
-        ethernet, eth_ipv4, ipv4_plain, tcp_proto = (
+        ethernet, eth_ipv4, eth_ipv6, ipv4_plain, tcp_proto = (
             _LINKTYPE_ETHERNET,
             _ETHERTYPE_IPV4,
+            _ETHERTYPE_IPV6,
             _IPV4_NO_OPTIONS,
             _IPPROTO_TCP,
         )
         fragment, flag_mask, ack_only = _IPV4_FRAGMENT_MASK, SYN | FIN | RST | ACK, ACK
-        seq_mask, min_frame = _SEQ_MASK, _FAST_MIN_FRAME
+        seq_mask, min_frame, min_frame_v6 = _SEQ_MASK, _FAST_MIN_FRAME, _FAST_MIN_FRAME_V6
         link_at, ip_at, tcp_at, opaque_at = LINK, IP, TCP, OPAQUE
         undecoded, control, seq_mod, half_seq = UNDECODED, CONTROL, SEQ_MOD, _HALF_SEQ
         not_tcp = sum(skipped.values())
@@ -297,20 +305,36 @@ class FlowTable:
                 next_sweep = self._next_sweep
                 continue
             et, vihl, total, frag, proto, key, seq, ack, doff, flags = unpack(data)
+            # 1. Its case: IPv4 without options or fragments, or IPv6 with TCP as the first
+            #    next header; lengths that hold (pcapng may claim more captured bytes than were
+            #    on the wire) and the whole datagram captured; ACK set and no SYN, FIN or RST;
+            #    a known connection, not idle, with nothing held out of order in the other
+            #    direction (an ACK may close a hole).
+            if et == eth_ipv4:
+                if vihl != ipv4_plain or proto != tcp_proto or frag & fragment:
+                    general(ts, link_type, orig_len, data, ordinal, skipped)
+                    next_sweep = self._next_sweep
+                    continue
+                ip = 20
+            elif et == eth_ipv6 and len(data) >= min_frame_v6:
+                _, vtc, total, proto, key, seq, ack, doff, flags = unpack_v6(data)
+                # (A zero payload length is a jumbogram or a TSO capture: the general path.)
+                if vtc & 0xF0 != 0x60 or proto != tcp_proto or not total:
+                    general(ts, link_type, orig_len, data, ordinal, skipped)
+                    next_sweep = self._next_sweep
+                    continue
+                ip = 40
+                total += 40
+            else:
+                general(ts, link_type, orig_len, data, ordinal, skipped)
+                next_sweep = self._next_sweep
+                continue
             tcp = (doff & 0xF0) >> 2
             entry = get(key)
-            # 1. Its case: IPv4 without options or fragments, lengths that hold (pcapng may
-            #    claim more captured bytes than were on the wire), ACK set and no SYN, FIN or
-            #    RST, the whole datagram captured, a known connection not idle, and nothing held
-            #    out of order in the other direction (an ACK may close a hole).
             if (
                 entry is None
                 or flags & flag_mask != ack_only
-                or et != eth_ipv4
-                or vihl != ipv4_plain
-                or proto != tcp_proto
-                or frag & fragment
-                or not 20 <= tcp <= total - 20
+                or not 20 <= tcp <= total - ip
                 or total + 14 > len(data)
                 or total + 14 > orig_len
             ):
@@ -322,7 +346,7 @@ class FlowTable:
                 general(ts, link_type, orig_len, data, ordinal, skipped)
                 next_sweep = self._next_sweep
                 continue
-            plen = total - 20 - tcp
+            plen = total - ip - tcp
             if plen:
                 # 2. A data segment: exactly the next byte expected, nothing held before it.
                 base = asm.base
@@ -343,14 +367,14 @@ class FlowTable:
                     if row is None:
                         row = rows[undecoded] = [0] * N_LAYERS
                     row[link_at] += orig_len - total
-                    row[ip_at] += 20
+                    row[ip_at] += ip
                     row[tcp_at] += tcp
                     row[opaque_at] += plen
                 else:
                     ledger = conn.ledger
                     ledger.note_data(ordinal, direction)
-                    conn.feed(direction, [data[34 + tcp : 14 + total]], ordinal, ts)
-                    ledger.data_packet(direction, start, plen, plen, orig_len - total, 20, tcp)
+                    conn.feed(direction, [data[14 + ip + tcp : 14 + total]], ordinal, ts)
+                    ledger.data_packet(direction, start, plen, plen, orig_len - total, ip, tcp)
                     ledger.note_acked(1 - direction, other.offset(ack))
             else:
                 # 3. A pure ACK of bytes already seen, past the handshake, before any FIN.
@@ -365,7 +389,7 @@ class FlowTable:
                     if row is None:
                         row = rows[control] = [0] * N_LAYERS
                     row[link_at] += orig_len - total
-                    row[ip_at] += 20
+                    row[ip_at] += ip
                     row[tcp_at] += tcp
                 else:
                     # ``StreamAssembler.offset`` inline: the offset nearest the next byte.
@@ -380,7 +404,7 @@ class FlowTable:
                         general(ts, link_type, orig_len, data, ordinal, skipped)
                         next_sweep = self._next_sweep
                         continue
-                    conn.ledger.pure_ack(direction, newest, orig_len - total, 20, tcp)
+                    conn.ledger.pure_ack(direction, newest, orig_len - total, ip, tcp)
                 conn.last_ts = ts
                 conn.last_ordinal = ordinal
                 conn.packets[direction] += 1

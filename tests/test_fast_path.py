@@ -5,7 +5,7 @@ everything else takes ``decode`` then ``FlowTable.packet``.  Whatever a capture 
 the fast path off (``AnalyzeOptions(fast_path=False)``) must not change one figure: these tests
 compare the whole JSON analysis both ways, with and without decoding, on every golden and public
 capture and on generated captures damaged in the ways real ones are (lost, duplicated,
-reordered, cut and mid-connection packets).
+reordered, cut and mid-connection packets, and the same traffic over IPv6).
 """
 
 from __future__ import annotations
@@ -75,9 +75,21 @@ def _write_pcap(path: Path, records: list[tuple[float, bytes, int]]) -> None:
     path.write_bytes(b"".join(out))
 
 
+def _as_ipv6(frame: bytes) -> bytes:
+    """An Ethernet/IPv4/TCP frame (no IP options) as the same segment over IPv6."""
+    total = struct.unpack_from("!H", frame, 16)[0]
+    src, dst = frame[26:30], frame[30:34]
+    header = struct.pack("!IHBB", 6 << 28, total - 20, 6, 64)
+    prefix = bytes.fromhex("20010db8000000000000000000000000")[:12]
+    ipv6 = header + prefix + src + prefix + dst
+    return frame[:12] + b"\x86\xdd" + ipv6 + frame[34 : 14 + total]
+
+
 def _damaged(kind: str, frames: list[tuple[float, bytes]], seed: int) -> list[Any]:
     rng = random.Random(seed)
     records = [(ts, data, len(data)) for ts, data in frames]
+    if kind == "ipv6":
+        return [(ts, _as_ipv6(data), len(_as_ipv6(data))) for ts, data, _ in records]
     if kind == "mid_connection":
         return records[len(records) // 3 :]
     if kind == "duplicated":
@@ -99,7 +111,7 @@ def _damaged(kind: str, frames: list[tuple[float, bytes]], seed: int) -> list[An
     raise ValueError(kind)
 
 
-DAMAGE = ("mid_connection", "duplicated", "swapped", "dropped", "snaplen")
+DAMAGE = ("mid_connection", "duplicated", "swapped", "dropped", "snaplen", "ipv6")
 SCENARIOS = {
     "http1-keepalive": Scenario(protocol="http1", messages=30, per_connection=10, payload=3000),
     "http2-concurrent": Scenario(protocol="http2", messages=30, concurrency=4, payload=2000),
@@ -122,7 +134,7 @@ def test_damaged_capture_same_both_ways(name: str, damage: str, tmp_path: Path) 
 
 
 def test_fast_path_takes_most_packets_of_a_keepalive_capture(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Without this the comparisons above could pass with a fast path that never runs."""
     general_calls = 0
@@ -135,9 +147,13 @@ def test_fast_path_takes_most_packets_of_a_keepalive_capture(
 
     monkeypatch.setattr(FlowTable, "_general", counting)
     capture = CAPTURES / "gen-http1-keepalive.pcap"
-    for transport_only in (False, True):
-        general_calls = 0
-        result = _json(capture, fast=True, transport_only=transport_only)
-        packets = result["packets"]
-        # Handshakes and FINs take the general path; the data and ACKs between them do not.
-        assert general_calls < packets / 3, (transport_only, general_calls, packets)
+    ipv6 = tmp_path / "keepalive-ipv6.pcap"
+    frames = generate(SCENARIOS["http1-keepalive"]).packets
+    _write_pcap(ipv6, _damaged("ipv6", frames, seed=0))
+    for path in (capture, ipv6):
+        for transport_only in (False, True):
+            general_calls = 0
+            result = _json(path, fast=True, transport_only=transport_only)
+            packets = result["packets"]
+            # Handshakes and FINs take the general path; the data and ACKs between them do not.
+            assert general_calls < packets / 3, (path.name, transport_only, general_calls)
