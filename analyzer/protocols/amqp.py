@@ -44,6 +44,7 @@ import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from pamqp import commands, exceptions
 from pamqp.base import Frame as PamqpMethod
@@ -97,6 +98,10 @@ MAX_UNCONFIRMED_GUESSES = 1024
 #: Consumer tags whose no_ack flag we remember per connection; real clients use a handful per
 #: channel, so this only guards memory against hostile input.
 MAX_TRACKED_CONSUMERS = 4096
+#: Decoded Basic.Publish payloads remembered per connection.  A publisher repeats the same
+#: exchange, routing key and flags byte for byte, so most publishes decode with one lookup;
+#: a few hundred covers a publisher's distinct routing keys, and the memo starts over when full.
+MAX_MEMO_PUBLISHES = 256
 
 #: Content-carrying methods and the kind of message they start (DESIGN.md section 2).
 MESSAGE_KINDS: dict[str, str] = {
@@ -142,16 +147,23 @@ _PAMQP_ERRORS = (
 )
 
 
-def _frame_header(buf: bytearray, pos: int) -> tuple[int, int, int]:
+#: What the framing reads from: a direction's buffer, or a feed's bytes parsed in place when
+#: nothing is buffered (the common case: whole frames in one packet, never copied).
+Buffer = bytes | bytearray
+
+
+def _frame_header(buf: Buffer, pos: int) -> tuple[int, int, int]:
     """(type, channel, payload size) of the frame header at ``pos``."""
     kind, channel, size = FRAME_HEADER.unpack_from(buf, pos)
     return int(kind), int(channel), int(size)
 
 
-@dataclass(frozen=True, slots=True)
-class _Fast:
+class _Fast(NamedTuple):
     """The fields we read of a content-carrying or acknowledgement method, unpacked with
-    struct (``_FAST_METHODS``); read with the same ``getattr`` calls as a pamqp method."""
+    struct (``_FAST_METHODS``); read with the same ``getattr`` calls as a pamqp method.
+    A named tuple, not a frozen dataclass: one is built per message and per ack, and a
+    frozen dataclass's ``__init__`` costs three times as much (hence positional arguments on
+    the hot paths too: keywords cost half as much again)."""
 
     name: str
     exchange: str | None = None
@@ -168,49 +180,59 @@ _SHORT = struct.Struct(">H")
 _LONG_LONG = struct.Struct(">q")  # pamqp's longlong is signed
 
 
-def _short_strings(payload: bytes, at: int, count: int) -> tuple[list[str], int]:
-    """``count`` AMQP short strings (u8 length + UTF-8) from ``at``, and the offset after them.
-    Raises IndexError when one is cut short (the caller then asks pamqp)."""
+def _short_string(payload: Buffer, at: int) -> tuple[str, int]:
+    """The AMQP short string (u8 length + UTF-8) at ``at``, and the offset after it.
+    Raises IndexError when it is cut short (the caller then asks pamqp)."""
+    end = at + 1 + payload[at]
+    if end > len(payload):
+        raise IndexError(at)
+    return payload[at + 1 : end].decode("utf-8"), end
+
+
+def _short_strings(payload: Buffer, at: int, count: int) -> tuple[list[str], int]:
+    """``count`` AMQP short strings from ``at``, and the offset after them."""
     values = []
     for _ in range(count):
-        end = at + 1 + payload[at]
-        if end > len(payload):
-            raise IndexError(at)
-        values.append(payload[at + 1 : end].decode("utf-8"))
-        at = end
+        value, at = _short_string(payload, at)
+        values.append(value)
     return values, at
 
 
-def _fast_publish(payload: bytes) -> _Fast:
+def _fast_publish(payload: Buffer) -> _Fast:
     # Basic.Publish: ticket short, exchange shortstr, routing-key shortstr, mandatory and
-    # immediate bits (one octet).
-    (exchange, routing_key), end = _short_strings(payload, 6, 2)
-    if end >= len(payload):
+    # immediate bits (one octet).  The two strings are read inline: this runs per message.
+    size = len(payload)
+    at = 7 + payload[6]  # after the exchange
+    if at > size:
+        raise IndexError(at)
+    end = at + 1 + payload[at]  # after the routing key
+    if end >= size:  # the routing key is cut short, or the bits octet is missing
         raise IndexError(end)
-    return _Fast("Basic.Publish", exchange, routing_key)
+    exchange = payload[7:at].decode("utf-8")
+    return _Fast("Basic.Publish", exchange, payload[at + 1 : end].decode("utf-8"))
 
 
-def _fast_return(payload: bytes) -> _Fast:
+def _fast_return(payload: Buffer) -> _Fast:
     # Basic.Return: reply-code short, reply-text, exchange, routing-key shortstrs.
     (reply_code,) = _SHORT.unpack_from(payload, 4)
     (_, exchange, routing_key), _ = _short_strings(payload, 6, 3)
     return _Fast("Basic.Return", exchange, routing_key, reply_code=reply_code)
 
 
-def _fast_deliver(payload: bytes) -> _Fast:
+def _fast_deliver(payload: Buffer) -> _Fast:
     # Basic.Deliver: consumer-tag shortstr, delivery-tag longlong, redelivered bit (one
     # octet), exchange and routing-key shortstrs.
-    (consumer_tag,), at = _short_strings(payload, 4, 1)
+    consumer_tag, at = _short_string(payload, 4)
     (tag,) = _LONG_LONG.unpack_from(payload, at)
     if at + 8 >= len(payload):
         raise IndexError(at)
-    (exchange, routing_key), _ = _short_strings(payload, at + 9, 2)
-    return _Fast(
-        "Basic.Deliver", exchange, routing_key, delivery_tag=tag, consumer_tag=consumer_tag
-    )
+    exchange, at = _short_string(payload, at + 9)
+    routing_key, _ = _short_string(payload, at)
+    # reply_code None, delivery_tag, consumer_tag
+    return _Fast("Basic.Deliver", exchange, routing_key, None, tag, consumer_tag)
 
 
-def _fast_get_ok(payload: bytes) -> _Fast:
+def _fast_get_ok(payload: Buffer) -> _Fast:
     # Basic.GetOk: delivery-tag longlong, redelivered bit (one octet), exchange and
     # routing-key shortstrs, message-count long.
     (tag,) = _LONG_LONG.unpack_from(payload, 4)
@@ -222,12 +244,13 @@ def _fast_get_ok(payload: bytes) -> _Fast:
     return _Fast("Basic.GetOk", exchange, routing_key, delivery_tag=tag)
 
 
-def _fast_ack(name: str, has_multiple: bool) -> Callable[[bytes], _Fast]:
+def _fast_ack(name: str, has_multiple: bool) -> Callable[[Buffer], _Fast]:
     # Basic.Ack / Nack / Reject: delivery-tag longlong, then bits (multiple first, if any).
-    def decode(payload: bytes) -> _Fast:
+    def decode(payload: Buffer) -> _Fast:
         (tag,) = _LONG_LONG.unpack_from(payload, 4)
         bits = payload[12]
-        return _Fast(name, delivery_tag=tag, multiple=has_multiple and bool(bits & 1))
+        # exchange, routing_key, reply_code None; delivery_tag; consumer_tag None; multiple
+        return _Fast(name, None, None, None, tag, None, has_multiple and bool(bits & 1))
 
     return decode
 
@@ -235,7 +258,7 @@ def _fast_ack(name: str, has_multiple: bool) -> Callable[[bytes], _Fast]:
 #: Methods unpacked by hand: they come once per message (content) or per acknowledgement, and
 #: pamqp's generic field-by-field unmarshal costs several times the rest of their frame's work.
 #: Same values as pamqp; anything cut short or not UTF-8 is handed to pamqp to judge.
-_FAST_METHODS: dict[int, Callable[[bytes], _Fast]] = {
+_FAST_METHODS: dict[int, Callable[[Buffer], _Fast]] = {
     0x003C0028: _fast_publish,
     0x003C0032: _fast_return,
     0x003C003C: _fast_deliver,
@@ -246,7 +269,7 @@ _FAST_METHODS: dict[int, Callable[[bytes], _Fast]] = {
 }
 
 
-def _decode_method(payload: bytes) -> Method | None:
+def _decode_method(payload: Buffer) -> Method | None:
     """The method in a whole method frame's payload, decoded by pamqp; None if it is not one.
 
     This is what ``pamqp.frame.unmarshal`` does for method frames, minus its framing checks,
@@ -254,7 +277,8 @@ def _decode_method(payload: bytes) -> Method | None:
     """
     if len(payload) < METHOD_INDEX.size:
         return None
-    index = int(METHOD_INDEX.unpack_from(payload)[0])
+    index: int
+    (index,) = METHOD_INDEX.unpack_from(payload)
     fast = _FAST_METHODS.get(index)
     if fast is not None:
         try:
@@ -266,7 +290,7 @@ def _decode_method(payload: bytes) -> Method | None:
         return None
     method: PamqpMethod = factory()
     try:
-        method.unmarshal(payload[METHOD_INDEX.size :])
+        method.unmarshal(bytes(payload[METHOD_INDEX.size :]))
     except _PAMQP_ERRORS:
         return None
     return method
@@ -305,8 +329,20 @@ class _Lane:
     known: bool = False
     #: delivery tag (or publish sequence number) -> message waiting for its acknowledgement
     unacked: dict[int, _Message] = field(default_factory=dict)
+    #: the tags of ``unacked`` were added in ascending order (brokers number them so), which
+    #: lets a multiple ack take the ones it covers from the front instead of scanning them all
+    ordered: bool = True
     #: publishes seen without Confirm.Select on a lane whose beginning was not captured
     unnumbered: list[_Message] = field(default_factory=list)
+
+    def wait_for_ack(self, tag: int, message: _Message) -> None:
+        """``message`` waits for an acknowledgement of ``tag``."""
+        unacked = self.unacked
+        if not unacked:
+            self.ordered = True
+        elif self.ordered and tag <= next(reversed(unacked)):
+            self.ordered = False
+        unacked[tag] = message
 
 
 @dataclass(slots=True, eq=False)
@@ -350,6 +386,7 @@ class AmqpDecoder:
         self._consumers: dict[tuple[int, str], bool] = {}  # (channel, consumer tag) -> no_ack
         self._consume_no_ack: dict[int, bool] = {}  # channel -> no_ack of a Consume awaiting Ok
         self._messages: dict[int, _Message] = {}  # started and not yet ended
+        self._publishes: dict[bytes, Method] = {}  # Basic.Publish payload -> its decoded value
         self._blocked = False
         self._announced = False
         self._events: list[Event] = []
@@ -361,17 +398,28 @@ class AmqpDecoder:
     # ---------------------------------------------------------------- the StreamDecoder API
 
     def feed(self, direction: int, data: bytes, ordinal: int, ts: float) -> list[Event]:
-        self._begin(ordinal, ts)
+        self._ordinal, self._ts = ordinal, ts
+        if not self._announced:
+            self._begin(ordinal, ts)
         state = self._dirs[direction]
-        taken = 0
-        if state.mode == _STREAM and not state.buf:
-            # Fast path: a big body frame streams past without being copied into the buffer.
-            taken = self._stream(direction, state.offset, data, 0, len(data))
+        buf = state.buf
+        if buf:
+            # The bytes complete (or extend) a frame already buffered.
+            state.feeds.append((state.offset + len(buf), ordinal, ts))
+            buf += data
+            taken = self._parse(direction, buf)
+            if taken:
+                del buf[:taken]
+                state.offset += taken
+                self._prune_feeds(state)
+        else:
+            # The usual case: whole frames parsed straight from the packet's bytes; only an
+            # incomplete tail is copied into the buffer to wait for the next feed.
+            taken = self._parse(direction, data)
             state.offset += taken
-        if taken < len(data):
-            state.feeds.append((state.offset + len(state.buf), ordinal, ts))
-            state.buf += data[taken:] if taken else data
-            self._parse(direction)
+            if taken < len(data):
+                state.feeds.append((state.offset, ordinal, ts))
+                buf += data[taken:] if taken else data
         return self._end()
 
     def gap(self, direction: int, length: int, ordinal: int, ts: float) -> list[Event]:
@@ -418,12 +466,16 @@ class AmqpDecoder:
             self._events.append(ProtocolIdentified(PROTOCOL))
 
     def _end(self) -> list[Event]:
-        self._flush_spans()
+        spans = self._open
+        if spans[0] is not None or spans[1] is not None:
+            self._flush_spans()
         events, self._events = self._events, []
         return events
 
     def _flush_spans(self) -> None:
-        # Both directions spelled out: this runs before every event and at every call's end.
+        # Both directions spelled out: this runs before every MessageEnded and at every call's
+        # end.  Notes and anomalies do not flush: the ledger handles them apart from spans, so a
+        # message's framing can grow as one span across its method, header and body frames.
         spans = self._open
         orig, resp = spans
         if orig is not None:
@@ -434,9 +486,7 @@ class AmqpDecoder:
             spans[1] = None
 
     def _emit(self, event: Event) -> None:
-        # Spans go out before any message event so a ledger reading in order sees a message's
-        # bytes before its end.
-        self._flush_spans()
+        # Open spans stay open: only MessageEnded needs them out first (``_maybe_end``).
         self._events.append(event)
 
     def _anomaly(self, name: str) -> None:
@@ -459,15 +509,19 @@ class AmqpDecoder:
         if layer == FRAMING or size == 0:
             self._charge(direction, start, end, owner, FRAMING)
             return
+        # What three ``_charge`` calls would do, in fewer steps: the header joins the open span
+        # if it can; the payload cannot merge with anything, so it goes out at once; the
+        # frame-end stays open (the next frame of the message may join it).
         payload = start + FRAME_HEADER_BYTES
-        self._charge(direction, start, payload, owner, FRAMING)
-        # The payload and the frame-end cannot merge with what came before: emit the one and
-        # leave the other open (what three ``_charge`` calls would do, in fewer steps).
         spans = self._open
-        last = spans[direction]
-        assert last is not None
         events = self._events
-        events.append(Span(direction, last[0], last[1], last[2], last[3]))
+        last = spans[direction]
+        if last is not None and last[1] == start and last[2] == owner and last[3] == FRAMING:
+            events.append(Span(direction, last[0], payload, owner, FRAMING))
+        else:
+            if last is not None:
+                events.append(Span(direction, last[0], last[1], last[2], last[3]))
+            events.append(Span(direction, start, payload, owner, FRAMING))
         events.append(Span(direction, payload, end - 1, owner, layer))
         spans[direction] = [end - 1, end, owner, FRAMING]
 
@@ -479,7 +533,8 @@ class AmqpDecoder:
         state.feeds.clear()
 
     def _feed_at(self, state: _Direction, offset: int) -> tuple[int, float]:
-        """Ordinal and ts of the feed that delivered stream byte ``offset`` (still buffered)."""
+        """Ordinal and ts of the feed that delivered stream byte ``offset`` (still buffered;
+        the current feed when nothing was: frames parsed straight from it leave no record)."""
         found = (self._ordinal, self._ts)
         for start, ordinal, ts in state.feeds:
             if start > offset:
@@ -489,33 +544,36 @@ class AmqpDecoder:
 
     # ---------------------------------------------------------------- framing
 
-    def _parse(self, direction: int) -> None:
-        """Consume whole frames from the buffer; leave an incomplete one for the next feed.
+    def _parse(self, direction: int, buf: Buffer) -> int:
+        """Consume whole frames from ``buf`` (the direction's buffer, or a feed's bytes when
+        nothing is buffered; its first byte is at stream offset ``offset``) and return how many
+        bytes were consumed: the caller keeps the rest, an incomplete frame, for the next feed.
 
         Each step returns the bytes it took (0 is fine when it only changed mode) or None when
-        it needs more data.
+        it needs more data; ``_frames`` takes as many frames as it can in one step and leaves
+        the mode at _FRAMES only when it needs more data.
         """
         state = self._dirs[direction]
-        buf = state.buf
+        size = len(buf)
         pos = 0
-        while pos < len(buf):
+        while pos < size:
             step: int | None
             mode = state.mode
             if mode == _FRAMES:  # the usual case first
-                step = self._frame(direction, pos)
-            elif mode == _STREAM:
-                step = self._stream(direction, state.offset + pos, buf, pos, len(buf) - pos)
+                pos = self._frames(direction, buf, pos)
+                if state.mode == _FRAMES:
+                    break
+                continue
+            if mode == _STREAM:
+                step = self._stream(direction, state.offset + pos, buf, pos, size - pos)
             elif mode == _START:
-                step = self._start(direction, pos)
+                step = self._start(direction, buf, pos)
             else:
-                step = self._resync(direction, pos)
+                step = self._resync(direction, buf, pos)
             if step is None:
                 break
             pos += step
-        if pos:
-            del buf[:pos]
-            state.offset += pos
-            self._prune_feeds(state)
+        return pos
 
     @staticmethod
     def _prune_feeds(state: _Direction) -> None:
@@ -528,10 +586,10 @@ class AmqpDecoder:
         elif keep:
             del feeds[:keep]
 
-    def _start(self, direction: int, pos: int) -> int | None:
+    def _start(self, direction: int, buf: Buffer, pos: int) -> int | None:
         """The first bytes of a direction: the protocol header, a frame, or mid-frame bytes."""
         state = self._dirs[direction]
-        head = bytes(state.buf[pos : pos + PROTOCOL_HEADER_BYTES])
+        head = bytes(buf[pos : pos + PROTOCOL_HEADER_BYTES])
         if head[:4] == PROTOCOL_HEADER[:4]:
             if len(head) < PROTOCOL_HEADER_BYTES:
                 return None
@@ -543,7 +601,7 @@ class AmqpDecoder:
             return PROTOCOL_HEADER_BYTES
         if PROTOCOL_HEADER.startswith(head):
             return None
-        verdict = self._whole_frame_at(state.buf, pos, any_type=True)
+        verdict = self._whole_frame_at(buf, pos, any_type=True)
         if verdict is None:
             return None
         # A capture that starts mid-connection: in step if a whole frame is here, else resync.
@@ -553,7 +611,7 @@ class AmqpDecoder:
         return 0
 
     @staticmethod
-    def _whole_frame_at(buf: bytearray, pos: int, *, any_type: bool) -> bool | None:
+    def _whole_frame_at(buf: Buffer, pos: int, *, any_type: bool) -> bool | None:
         """Is there a plausible whole frame at ``pos``?  None: cannot tell yet."""
         if len(buf) - pos < FRAME_HEADER_BYTES:
             return None
@@ -577,10 +635,9 @@ class AmqpDecoder:
             return None
         return buf[end] == FRAME_END
 
-    def _resync(self, direction: int, pos: int) -> int | None:
+    def _resync(self, direction: int, buf: Buffer, pos: int) -> int | None:
         """Skip to the next plausible method or heartbeat frame; skipped bytes are opaque."""
         state = self._dirs[direction]
-        buf = state.buf
         scan = pos
         while True:
             found = _RESYNC_CANDIDATE.search(buf, scan)
@@ -598,16 +655,53 @@ class AmqpDecoder:
                 return candidate - pos
             return candidate - pos if candidate > pos else None
 
-    def _frame(self, direction: int, pos: int) -> int | None:
-        """One frame at ``pos``: the bytes it took, None if it is not all here yet."""
+    def _frames(self, direction: int, buf: Buffer, pos: int) -> int:
+        """Whole frames from ``pos`` on, for as long as they come whole and in step: the position
+        after the last one taken.  This loop runs for every frame, so the common checks are
+        made inline and anything else goes to ``_frame_not_taken``."""
         state = self._dirs[direction]
-        buf = state.buf
-        if len(buf) - pos < FRAME_HEADER_BYTES:
-            return None
+        offset = state.offset
+        available = len(buf)
         kind: int
         channel: int
         size: int
-        kind, channel, size = FRAME_HEADER.unpack_from(buf, pos)
+        while available - pos >= FRAME_HEADER_BYTES:
+            kind, channel, size = FRAME_HEADER.unpack_from(buf, pos)
+            last = pos + FRAME_HEADER_BYTES + size  # the frame-end octet
+            if (
+                kind not in FRAME_TYPES
+                or size > MAX_BUFFERED_FRAME_BYTES
+                or last >= available
+                or buf[last] != FRAME_END
+            ):
+                step = self._frame_not_taken(direction, buf, pos, kind, channel, size)
+                if step is None:
+                    break
+                pos += step
+                if state.mode != _FRAMES:
+                    break
+                continue
+            start = offset + pos
+            # Most frequent first: one body frame or more per message, then its method (or an
+            # acknowledgement), then its content header.
+            if kind == FRAME_BODY:
+                self._body(direction, channel, start, size)
+            elif kind == FRAME_METHOD:
+                self._method(direction, channel, start, size, buf[pos + FRAME_HEADER_BYTES : last])
+            elif kind == FRAME_CONTENT_HEADER:
+                self._content_header(direction, channel, start, size, buf, pos)
+            else:
+                self._charge_frame(direction, start, size, CONTROL, FRAMING)  # heartbeat
+            pos = last + 1
+        return pos
+
+    def _frame_not_taken(
+        self, direction: int, buf: Buffer, pos: int, kind: int, channel: int, size: int
+    ) -> int | None:
+        """The frame whose header is at ``pos`` cannot be taken whole: a wrong type, too big to
+        buffer, not all here yet, or out of step.  Returns the bytes it took (0 when it only
+        changed mode), None when it needs more data."""
+        state = self._dirs[direction]
         if kind not in FRAME_TYPES:
             self._anomaly("amqp.bad_frame_type")
             state.mode = _RESYNC
@@ -623,46 +717,31 @@ class AmqpDecoder:
                 )
                 state.mode = _RESYNC
                 return 1
-            self._start_stream(direction, pos, message)
+            self._start_stream(direction, buf, pos, message)
             return FRAME_HEADER_BYTES
-        total = FRAME_HEADER_BYTES + size + 1
-        if len(buf) - pos < total:
+        if len(buf) - pos < FRAME_HEADER_BYTES + size + 1:
             return None
-        if buf[pos + total - 1] != FRAME_END:
-            # Section 4.2.3: a bad frame-end is a fatal framing error for a peer; for an
-            # observer it means we are out of step.  The first byte goes, then we rescan.
-            self._anomaly("amqp.bad_frame_end")
-            self._charge(direction, state.offset + pos, state.offset + pos + 1, UNDECODED, OPAQUE)
-            state.mode = _RESYNC
-            return 1
-        start = state.offset + pos
-        if kind == FRAME_METHOD:
-            payload = bytes(buf[pos + FRAME_HEADER_BYTES : pos + total - 1])
-            self._method(direction, channel, start, size, payload)
-        elif kind == FRAME_CONTENT_HEADER:
-            self._content_header(direction, channel, start, size, buf, pos)
-        elif kind == FRAME_BODY:
-            self._body(direction, channel, start, size)
-        else:
-            self._charge_frame(direction, start, size, CONTROL, FRAMING)  # heartbeat
-        return total
+        # Section 4.2.3: a bad frame-end is a fatal framing error for a peer; for an observer
+        # it means we are out of step.  The first byte goes, then we rescan.
+        self._anomaly("amqp.bad_frame_end")
+        self._charge(direction, state.offset + pos, state.offset + pos + 1, UNDECODED, OPAQUE)
+        state.mode = _RESYNC
+        return 1
 
     # ---------------------------------------------------------------- streamed (big) frames
 
-    def _start_stream(self, direction: int, pos: int, message: _Message) -> None:
+    def _start_stream(self, direction: int, buf: Buffer, pos: int, message: _Message) -> None:
         """Charge a body frame too big to buffer as its bytes arrive (its header is at ``pos``)."""
         state = self._dirs[direction]
         start = state.offset + pos
-        kind, _, size = _frame_header(state.buf, pos)
+        kind, _, size = _frame_header(buf, pos)
         assert kind == FRAME_BODY
         self._charge(direction, start, start + FRAME_HEADER_BYTES, message.id, FRAMING)
         state.mode = _STREAM
         state.stream_left = size + 1
         state.stream_message = message
 
-    def _stream(
-        self, direction: int, offset: int, source: bytes | bytearray, at: int, available: int
-    ) -> int:
+    def _stream(self, direction: int, offset: int, source: Buffer, at: int, available: int) -> int:
         """Charge up to ``available`` bytes of a streamed frame found at ``source[at:]``."""
         state = self._dirs[direction]
         message = state.stream_message
@@ -701,7 +780,7 @@ class AmqpDecoder:
         message = self._body_target(direction, channel, size)
         if message is None:
             return False
-        self._start_stream(direction, 0, message)
+        self._start_stream(direction, buf, 0, message)
         del buf[:FRAME_HEADER_BYTES]
         state.offset += FRAME_HEADER_BYTES
         seen = len(buf)
@@ -736,30 +815,31 @@ class AmqpDecoder:
     def _start_message(
         self, kind: str, sender: int, channel: int, ordinal: int, ts: float, method: Method
     ) -> _Message:
-        message = _Message(id=self._ids.next(), kind=kind, channel=channel, last_ts=self._ts)
-        self._messages[message.id] = message
-        number = message.id
-        events: list[Event] = [
+        number = self._ids.next()
+        message = _Message(number, kind, channel, self._ts)
+        self._messages[number] = message
+        events = self._events
+        events += (
             MessageStarted(number, PROTOCOL, kind, sender, ordinal, ts),
             MessageNote(number, "method", method.name),
             MessageNote(number, "channel", channel),
-        ]
-        for key in ("exchange", "routing_key"):
-            value = getattr(method, key, None)
-            if isinstance(value, str):
-                events.append(MessageNote(number, key, value))
+        )
+        exchange = getattr(method, "exchange", None)
+        if isinstance(exchange, str):
+            events.append(MessageNote(number, "exchange", exchange))
+        routing_key = getattr(method, "routing_key", None)
+        if isinstance(routing_key, str):
+            events.append(MessageNote(number, "routing_key", routing_key))
         if kind == "return":
             events.append(MessageNote(number, "reply_code", getattr(method, "reply_code", None)))
         if self._blocked and kind == "publish":
             events.append(MessageNote(number, "blocked", True))
-        self._flush_spans()
-        self._events += events
         return message
 
     def _await_ack(self, lane: _Lane, tag: int, message: _Message) -> None:
         message.awaiting_ack = True
         message.delivery_tag = tag
-        lane.unacked[tag] = message
+        lane.wait_for_ack(tag, message)
         if len(lane.unacked) > MAX_UNACKED_PER_LANE:
             self._anomaly("amqp.too_many_unacked")
             oldest = lane.unacked.pop(next(iter(lane.unacked)))
@@ -806,7 +886,7 @@ class AmqpDecoder:
     # ---------------------------------------------------------------- content frames
 
     def _content_header(
-        self, direction: int, channel: int, start: int, size: int, buf: bytearray, pos: int
+        self, direction: int, channel: int, start: int, size: int, buf: Buffer, pos: int
     ) -> None:
         lane = self._lanes.get((direction, channel))
         message = None if lane is None else lane.content
@@ -820,19 +900,33 @@ class AmqpDecoder:
         _, _, body_size = CONTENT_HEADER.unpack_from(buf, pos + FRAME_HEADER_BYTES)
         message.body_size = body_size
         message.last_ts = self._ts
-        self._charge_frame(direction, start, size, message.id, FRAMING)
-        self._emit(MessageNote(message.id, "body_size", body_size))
+        # The whole frame is framing: it extends the method frame's span, still open.
+        end = start + FRAME_HEADER_BYTES + size + 1
+        span = self._open[direction]
+        if span is not None and span[1] == start and span[2] == message.id and span[3] == FRAMING:
+            span[1] = end
+        else:
+            self._charge(direction, start, end, message.id, FRAMING)
+        self._events.append(MessageNote(message.id, "body_size", body_size))
         if body_size == 0:
             self._content_done(lane)
 
     def _body(self, direction: int, channel: int, start: int, size: int) -> None:
-        message = self._body_target(direction, channel, size)
-        if message is None:
+        # _body_target, _count_body and _body_frame_done in one: this runs for every body frame.
+        lane = self._lanes.get((direction, channel))
+        message = None if lane is None else lane.content
+        body_size = None if message is None else message.body_size
+        if message is None or body_size is None or message.body_seen + size > body_size:
             self._orphan(direction, start, size, PAYLOAD)
             return
+        assert lane is not None
         self._charge_frame(direction, start, size, message.id, PAYLOAD)
-        self._count_body(message, size)
-        self._body_frame_done(direction, message)
+        message.body_seen += size
+        message.last_ts = self._ts
+        if message.body_seen >= body_size:
+            lane.content = None  # _content_done(lane), inline
+            message.content_done = True
+            self._maybe_end(message, message.last_ts)
 
     def _orphan(self, direction: int, start: int, size: int, layer: int) -> None:
         # Content whose method was not captured (mid-connection start, after a gap): we know its
@@ -842,21 +936,32 @@ class AmqpDecoder:
 
     # ---------------------------------------------------------------- method frames
 
-    def _method(self, direction: int, channel: int, start: int, size: int, payload: bytes) -> None:
-        value = _decode_method(payload)
+    def _method(self, direction: int, channel: int, start: int, size: int, payload: Buffer) -> None:
+        # Decoding is a pure function of the payload, so a remembered publish is as good as new.
+        value = self._publishes.get(payload) if type(payload) is bytes else None
         if value is None:
-            self._anomaly("amqp.bad_method")
-            self._charge_frame(direction, start, size, UNDECODED, OPAQUE)
-            return
+            value = _decode_method(payload)
+            if value is None:
+                self._anomaly("amqp.bad_method")
+                self._charge_frame(direction, start, size, UNDECODED, OPAQUE)
+                return
+            if value.name == "Basic.Publish":
+                self._remember_publish(payload, value)
         name = value.name
         lane = self._lanes.get((direction, channel))
         if lane is not None and lane.content is not None:
             # Section 4.2.6: content follows its method with nothing in between on a channel.
             self._anomaly("amqp.content_interrupted")
             self._content_done(lane)
-        ordinal, ts = self._feed_at(self._dirs[direction], start)
-        if name in MESSAGE_KINDS:
-            self._content_method(direction, channel, start, size, value, ordinal, ts)
+        if self._dirs[direction].feeds:
+            ordinal, ts = self._feed_at(self._dirs[direction], start)
+        else:  # the frame came whole in the current feed
+            ordinal, ts = self._ordinal, self._ts
+        kind = MESSAGE_KINDS.get(name)
+        if kind is not None:
+            if lane is None:
+                lane = self._lane(direction, channel)
+            self._content_method(direction, channel, start, size, value, kind, lane, (ordinal, ts))
         elif name in ACK_KINDS:
             self._ack(direction, channel, start, size, value, (ordinal, ts))
         elif name == "Basic.Get":
@@ -868,6 +973,12 @@ class AmqpDecoder:
             self._charge_frame(direction, start, size, METHOD_BUCKETS.get(name, CONTROL), FRAMING)
             self._side_effects(direction, channel, name, value)
 
+    def _remember_publish(self, payload: Buffer, value: Method) -> None:
+        """Keep a decoded Basic.Publish for the next identical payload (MAX_MEMO_PUBLISHES)."""
+        if len(self._publishes) >= MAX_MEMO_PUBLISHES:
+            self._publishes.clear()
+        self._publishes[bytes(payload)] = value
+
     def _content_method(
         self,
         direction: int,
@@ -875,11 +986,13 @@ class AmqpDecoder:
         start: int,
         size: int,
         method: Method,
-        ordinal: int,
-        ts: float,
+        kind: str,
+        lane: _Lane,
+        first_byte: tuple[int, float],
     ) -> None:
-        kind = MESSAGE_KINDS[method.name]
-        lane = self._lane(direction, channel)
+        """A content-carrying method on ``lane`` (the sender's on ``channel``) starts a message;
+        ``first_byte`` is the (ordinal, ts) of the packet that brought the method's first byte."""
+        ordinal, ts = first_byte
         get = self._gets.pop(channel, None) if kind == "get" else None
         if kind == "get":
             # The Basic.Get started this message; GetOk is its answer.  A GetOk whose Get was
@@ -893,7 +1006,7 @@ class AmqpDecoder:
             message.answered = True
         else:
             message = self._start_message(kind, direction, channel, ordinal, ts, method)
-        self._charge_frame(direction, start, size, message.id, FRAMING)
+        self._charge(direction, start, start + FRAME_HEADER_BYTES + size + 1, message.id, FRAMING)
         lane.content = message
         self._expect_ack(lane, message, method, get)
 
@@ -1028,11 +1141,13 @@ class AmqpDecoder:
             self._charge_frame(direction, start, size, CONTROL, FRAMING)
             return
         total = FRAME_HEADER_BYTES + size + 1
-        shares = [total] if len(acked) == 1 else apportion(total, [1] * len(acked))
-        position = start
-        for message, share in zip(acked, shares, strict=True):
-            self._charge(direction, position, position + share, message.id, FRAMING)
-            position += share
+        if len(acked) == 1:  # the usual case: one ack per message
+            self._charge(direction, start, start + total, acked[0].id, FRAMING)
+        else:
+            position = start
+            for message, share in zip(acked, apportion(total, [1] * len(acked)), strict=True):
+                self._charge(direction, position, position + share, message.id, FRAMING)
+                position += share
         kind = ACK_KINDS[method.name]
         for message in acked:
             message.ack = kind
@@ -1049,8 +1164,16 @@ class AmqpDecoder:
             message = lane.unacked.pop(tag, None)
             return [] if message is None else [message]
         # Section 1.8.3.13: multiple covers every outstanding tag up to ``tag``; 0 means all.
-        tags = [t for t in lane.unacked if tag == 0 or t <= tag]
-        return [lane.unacked.pop(t) for t in sorted(tags)]
+        if lane.ordered:
+            # The tags it covers are the first ones, already in order: stop at the first beyond.
+            tags = []
+            for t in lane.unacked:
+                if tag and t > tag:
+                    break
+                tags.append(t)
+        else:
+            tags = sorted(t for t in lane.unacked if tag == 0 or t <= tag)
+        return [lane.unacked.pop(t) for t in tags]
 
     def _infer_confirms(self, lane: _Lane, tag: int, multiple: bool) -> None:
         """Number publishes whose Confirm.Select was not captured, anchored on this first ack.
@@ -1065,7 +1188,7 @@ class AmqpDecoder:
             return
         self._anomaly("amqp.confirm_inferred")
         for index, message in enumerate(lane.unnumbered):
-            lane.unacked[first + index] = message
+            lane.wait_for_ack(first + index, message)
             message.delivery_tag = first + index
         lane.next_seq = first + len(lane.unnumbered)
         lane.unnumbered.clear()
