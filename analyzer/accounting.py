@@ -420,6 +420,10 @@ class ConnectionLedger:
             if last is not None and last[1] == start and last[2] == owner and last[3] == layer:
                 spans[-1] = (last[0], end, owner, layer)
                 side.frontier = end
+            elif len(spans) < MAX_SPANS:
+                spans.append((start, end, owner, layer))
+                side.starts.append(start)
+                side.frontier = end
             else:
                 side._append(start, end, owner, layer)
         elif not side.add(start, end, owner, layer):
