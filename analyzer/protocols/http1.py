@@ -91,8 +91,12 @@ _HEAD_END = re.compile(rb"\n\r?\n")
 _BLANK_LINES = re.compile(rb"[\r\n]+")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
-#: Header fields that decide framing or a protocol switch; the others are not looked at.
-_FRAMING_FIELD = re.compile(rb"(?im)^(content-length|transfer-encoding|upgrade)[ \t]*:([^\n]*)")
+#: Header fields that decide framing or a protocol switch; the others are not looked at.  A
+#: field line is found by the LF before it (the start line's ends the first), which lets the
+#: regex engine skip from LF to LF instead of trying a match at every byte.
+_FRAMING_FIELD = re.compile(rb"(?i)\n(content-length|transfer-encoding|upgrade)[ \t]*:([^\n]*)")
+#: Bytes that start an empty line (see ``_BLANK_LINES``).
+_CRLF = b"\r\n"
 #: RFC 9110 sections 15.3.5 and 15.4.5: these statuses never carry content.
 NO_CONTENT_STATUSES = frozenset({204, 304})
 #: RFC 9110 section 9.3.2: the response to HEAD carries no content.
@@ -163,10 +167,11 @@ class _Direction:
         "resync_noted",
         "resync_scanned",
         "scan_from",
-        "sizes",
         "started",
         "status",
         "suspects",
+        "whole_bytes",
+        "whole_count",
     )
 
     def __init__(self, direction: int, base: int) -> None:
@@ -198,8 +203,9 @@ class _Direction:
         self.scan_from = 0
         self.status = 0
         self.eof = False
-        #: [count, bytes] of whole messages seen: their mean sizes a gap's losses
-        self.sizes = [0, 0]
+        #: count and bytes of whole messages seen: their mean sizes a gap's losses
+        self.whole_count = 0
+        self.whole_bytes = 0
         #: after a response-side gap: exchanges pending then, and bytes lost beyond the current one
         self.suspects = 0
         self.lost_bytes = 0
@@ -233,7 +239,18 @@ class Http1Decoder:
 
     def feed(self, direction: int, data: bytes, ordinal: int, ts: float) -> list[Event]:
         self._feed(direction, data, ordinal, ts)
-        return self._flush()
+        # ``_flush`` and ``_close_spans``, spelled out: this runs once per packet.
+        out = self._out
+        spans = self._open
+        orig, resp = spans
+        if orig is not None:
+            out.append(Span(ORIG, orig[0], orig[1], orig[2], orig[3]))
+            spans[ORIG] = None
+        if resp is not None:
+            out.append(Span(RESP, resp[0], resp[1], resp[2], resp[3]))
+            spans[RESP] = None
+        self._out = []
+        return out
 
     def gap(self, direction: int, length: int, ordinal: int, ts: float) -> list[Event]:
         self._gap(direction, length, ordinal, ts)
@@ -270,34 +287,209 @@ class Http1Decoder:
             self._out += self._inner.feed(direction, data, ordinal, ts)
             return
         st = self._dirs[direction]
-        if st.mode == _HOLD:
+        mode = st.mode
+        if mode == _HOLD:
             self._hold(("feed", direction, data, ordinal, ts), len(data))
             return
-        if not data:
+        size = len(data)
+        if not size:
             return
         self._ts = ts
-        if not st.buf and self._body_only(st, len(data)):
-            return
+        if not st.buf:
+            # Fast paths (DESIGN.md section 7) for a feed that starts where nothing is pending:
+            # the start of a message, or bytes wholly inside a body.
+            if mode == _HEAD:
+                # (An empty buffer in _HEAD means no start line nor blank line is pending.)
+                if not st.started and self._whole_messages(st, data, ordinal, ts):
+                    return
+            elif mode == _CLOSE or (
+                size <= st.remaining
+                and (mode == _LENGTH or (mode == _CHUNKED and st.chunk_state == _DATA))
+            ):
+                self._body_only(st, size)
+                return
         st.chunks.append((st.end, ordinal, ts))
         st.buf += data
-        st.end += len(data)
+        st.end += size
         self._pump(st)
 
-    def _body_only(self, st: _Direction, size: int) -> bool:
-        """Fast path (DESIGN.md section 7): a segment wholly inside a body is counted, not
-        buffered.  False when the segment may reach past the body's end."""
-        mode = st.mode
-        if mode == _LENGTH or (mode == _CHUNKED and st.chunk_state == _DATA):
-            if size > st.remaining:
-                return False
-        elif mode != _CLOSE:
+    def _whole_messages(self, st: _Direction, data: bytes, ordinal: int, ts: float) -> bool:
+        """Fast path: ``data`` begins a message in a direction with nothing buffered.
+
+        The usual packet of a request or response holds a whole head, then its body or part
+        of it (or, pipelined, several whole messages).  These are read as ``_read_head`` and
+        ``_read_length`` would, with the same events in the same order, but straight from
+        ``data``: no buffering, no decoding loop.  False, having changed nothing, when
+        ``data`` does not begin with a whole start line: the general path then reads it.
+        Whatever the fast path cannot read goes on in the general path."""
+        origin = st.base  # nothing is buffered: the stream offset of data[0]
+        size = len(data)
+        start = 0
+        while True:
+            end = self._whole_message(st, data, start, origin, ordinal, ts)
+            if end < 0:
+                break
+            if end == size:
+                return True
+            start = end
+        if start == 0:
             return False
+        # The rest takes the general path, as if ``_pump`` had read up to ``start``.
+        self._buffer_rest(st, data, start, origin, ordinal, ts)
+        self._pump(st)
+        return True
+
+    def _whole_message(
+        self, st: _Direction, data: bytes, start: int, origin: int, ordinal: int, ts: float
+    ) -> int:
+        """For ``_whole_messages``: read the message at data[start:] (st.base is its offset,
+        ``origin`` data[0]'s).  Returns where it ends; ``len(data)`` once data is used up (the
+        body goes on, or the general path took the rest); -1, having changed nothing, if
+        data[start:] begins with a blank line or holds no whole line."""
+        # 1. The start line.  As in ``_read_head``, it is matched once its LF is in, and only
+        # once (the lenient request-line pattern can be slow on hostile lines); blank lines
+        # before it are left to ``_read_head``.
+        if data[start] in _CRLF:
+            return -1
+        newline = data.find(b"\n", start)
+        if newline < 0:
+            return -1
+        direction = st.direction
+        line = (_REQUEST_LINE if direction == ORIG else _STATUS_LINE).fullmatch(
+            data, start, newline
+        )
+        st.blank_end = origin + start  # (as ``_read_head`` leaves it)
+        if line is None:
+            self._buffer_rest(st, data, start, origin, ordinal, ts)
+            self._bad(st, "http1.bad_message")
+            self._pump(st)
+            return len(data)
+        if direction == ORIG:
+            method, target = line.group(1, 2)
+            self._start_request(st, method, target, ordinal, ts)
+        else:
+            self._start_response(st, int(line.group(2)), ordinal, ts)
+        head_end = _HEAD_END.search(data, newline)
+        if head_end is None or head_end.end() - start > MAX_HEADER_BYTES:
+            # ``_read_head`` goes on from its second step: the end of the header block.
+            st.started = True
+            st.line_end = st.scan_from = origin + newline
+            self._buffer_rest(st, data, start, origin, ordinal, ts)
+            self._pump(st)
+            return len(data)
+        # 2. The head is framing.  (``_charge`` spelled out for the usual case: no open span.)
+        end = head_end.end()
         exchange = st.exchange
         assert exchange is not None and exchange.message is not None
-        self._charge(st, 0, size, exchange.message, PAYLOAD)
-        self._add_body(st, size)
-        st.end += size
-        st.base = st.end
+        message = exchange.message
+        opened = self._open
+        if opened[direction] is None:
+            opened[direction] = [origin + start, origin + end, message, FRAMING]
+        else:
+            self._charge(st, 0, end - start, message, FRAMING)
+        fields = _parse_fields(data, newline, head_end.start() + 1)
+        # 3. How the body is framed, when it is plainly (else ``length`` is None).
+        length: int | None
+        if direction == ORIG:
+            if (
+                b"upgrade" in fields
+                or b"transfer-encoding" in fields
+                or exchange.method == TUNNEL_METHOD
+            ):
+                length = None
+            else:
+                raw_length = fields.get(b"content-length")
+                length = 0 if raw_length is None else _content_length(raw_length)
+        else:
+            length = self._plain_response_length(st, exchange, fields)
+        size = len(data)
+        if length is None:
+            # ``_read_head`` goes on from its last step: the framing the fields say.
+            self._buffer_rest(st, data, start, origin, ordinal, ts)
+            st.pos = end - start
+            if direction == ORIG:
+                self._request_head(st, exchange, fields)
+            else:
+                self._response_head(st, exchange, fields)
+            self._pump(st)
+            return size
+        # 4. The body, as far as this feed holds it (``_read_length``).
+        body = size - end if size - end < length else length
+        if body:
+            # ``_charge``: the open span is the head's (framing), which a body never extends.
+            head = opened[direction]
+            assert head is not None
+            self._out.append(Span(direction, head[0], head[1], head[2], head[3]))
+            opened[direction] = [origin + end, origin + end + body, message, PAYLOAD]
+            if direction == ORIG:
+                exchange.request_body_bytes += body
+            else:
+                exchange.response_body_bytes += body
+        if body < length:
+            st.mode = _LENGTH
+            st.remaining = length - body
+            st.base = st.end = origin + size
+            return size
+        # 5. The message is complete.
+        end += body
+        st.base = st.end = origin + end
+        self._message_done(st)
+        return end
+
+    def _buffer_rest(
+        self, st: _Direction, data: bytes, start: int, origin: int, ordinal: int, ts: float
+    ) -> None:
+        """Hand data[start:] to the general path: buffer it as ``_feed`` would have buffered
+        ``data``, less the bytes the fast path decoded (st.base is already past them)."""
+        st.chunks.append((origin, ordinal, ts))
+        st.buf += memoryview(data)[start:]
+        st.end = origin + len(data)
+
+    def _plain_response_length(
+        self, st: _Direction, exchange: _Exchange, fields: dict[bytes, bytes]
+    ) -> int | None:
+        """For ``_whole_message``: the body length of a final response framed by Content-Length
+        or by having no content, having done what ``_response_head`` does first; else None,
+        having done nothing."""
+        status = st.status
+        if status < 200 or exchange.switch or exchange.method == TUNNEL_METHOD:
+            # An interim response, or one to Upgrade or CONNECT (which may switch, or release
+            # held bytes; a CONNECT whose head was not read has not set ``switch``).
+            return None
+        if exchange.method in NO_CONTENT_METHODS or status in NO_CONTENT_STATUSES:
+            length: int | None = 0
+        elif b"transfer-encoding" in fields:
+            return None
+        else:
+            raw_length = fields.get(b"content-length")
+            if raw_length is None:
+                return None  # delimited by the close
+            length = _content_length(raw_length)
+            if length is None:
+                return None
+        exchange.final_seen = True
+        assert exchange.message is not None  # (``_note``, spelled out: its check holds here)
+        self._out.append(MessageNote(exchange.message, "status", status))
+        return length
+
+    def _body_only(self, st: _Direction, size: int) -> None:
+        """Fast path (DESIGN.md section 7): a segment wholly inside a body (``_feed`` checked
+        that it cannot reach past the body's end) is counted, not buffered."""
+        exchange = st.exchange
+        assert exchange is not None and exchange.message is not None
+        direction = st.direction
+        opened = self._open
+        start = st.end  # nothing is buffered: st.base == st.end
+        if opened[direction] is None:  # ``_charge``, spelled out for the usual case
+            opened[direction] = [start, start + size, exchange.message, PAYLOAD]
+        else:
+            self._charge(st, 0, size, exchange.message, PAYLOAD)
+        if direction == ORIG:
+            exchange.request_body_bytes += size
+        else:
+            exchange.response_body_bytes += size
+        st.base = st.end = start + size
+        mode = st.mode
         if mode != _CLOSE:
             st.remaining -= size
             if st.remaining == 0:
@@ -305,7 +497,6 @@ class Http1Decoder:
                     self._message_done(st)
                 else:
                     st.chunk_state = _DATA_END
-        return True
 
     def _gap(self, direction: int, length: int, ordinal: int, ts: float) -> None:
         if self._inner is not None:
@@ -362,7 +553,7 @@ class Http1Decoder:
         return out
 
     def _close_spans(self) -> None:
-        # Both directions spelled out: this runs at the end of every call.
+        # Both directions spelled out (and in ``feed``): this runs at the end of every call.
         spans = self._open
         orig, resp = spans
         if orig is not None:
@@ -387,8 +578,11 @@ class Http1Decoder:
 
     def _origin(self, st: _Direction, offset: int) -> tuple[int, float]:
         """Ordinal and ts of the feed that delivered stream byte ``offset``."""
-        ordinal, ts = st.chunks[0][1], st.chunks[0][2]
-        for start, chunk_ordinal, chunk_ts in st.chunks:
+        chunks = st.chunks
+        _, ordinal, ts = chunks[0]
+        if len(chunks) == 1:  # the usual case: the bytes came in one feed
+            return ordinal, ts
+        for start, chunk_ordinal, chunk_ts in chunks:
             if start > offset:
                 break
             ordinal, ts = chunk_ordinal, chunk_ts
@@ -432,15 +626,18 @@ class Http1Decoder:
                 progressed = False
             if not progressed:
                 break
-        if st.pos:
-            del st.buf[: st.pos]
-            st.base += st.pos
+        pos = st.pos
+        if pos:
+            st.base += pos
             st.pos = 0
+            if pos == len(st.buf):  # the usual case: everything was decoded
+                st.buf.clear()
+                st.chunks.clear()
+                return
+            del st.buf[:pos]
             chunks = st.chunks
             while len(chunks) > 1 and chunks[1][0] <= st.base:
                 chunks.popleft()
-            if not st.buf and chunks:
-                chunks.clear()
 
     def _resync(self, st: _Direction) -> bool:
         """Skip to the next start line; the bytes before it cannot be decoded.
@@ -511,39 +708,57 @@ class Http1Decoder:
             st.pos = upto
 
     def _read_head(self, st: _Direction) -> bool:
-        """Start line and header block (RFC 9112 sections 2.1, 3, 4, 5)."""
-        buf, pos = st.buf, st.pos
-        if not st.started:
+        """Start line and header block (RFC 9112 sections 2.1, 3, 4, 5).
+
+        (Most heads are read by the fast path, ``_whole_message``, which mirrors this.)"""
+        buf, pos, base = st.buf, st.pos, st.base
+        if st.started:
+            scan_from = st.scan_from - base
+        else:
             # RFC 9112 section 2.2: empty lines before a start line are ignored; they are
             # charged with the header block that follows.
             # (Resume after the blanks already seen: rescanning them per packet is quadratic.)
-            first = max(pos, st.blank_end - st.base)
-            blank = _BLANK_LINES.match(buf, first)
-            if blank is not None:
+            first = max(pos, st.blank_end - base)
+            if first < len(buf) and buf[first] in _CRLF:
+                blank = _BLANK_LINES.match(buf, first)
+                assert blank is not None
                 first = blank.end()
-            st.blank_end = st.base + first
+            st.blank_end = base + first
             newline = buf.find(b"\n", first)
             if newline < 0:
                 return self._check_head_size(st, len(buf))
-            if not self._start(st, first, newline):
+            # The start line (``_start``, spelled out: this runs once per message).
+            if st.direction == ORIG:
+                line = _REQUEST_LINE.fullmatch(buf, first, newline)
+                if line is not None:
+                    method, target = line.group(1, 2)
+                    ordinal, ts = self._origin(st, base + first)
+                    self._start_request(st, bytes(method), target, ordinal, ts)
+            else:
+                line = _STATUS_LINE.fullmatch(buf, first, newline)
+                if line is not None:
+                    ordinal, ts = self._origin(st, base + first)
+                    self._start_response(st, int(line.group(2)), ordinal, ts)
+            if line is None:
                 self._bad(st, "http1.bad_message")
                 return True
             st.started = True
             # Stream offsets, not buffer indexes: ``_pump`` drops decoded bytes from the front
             # of the buffer while this header block is still incomplete.
-            st.line_end = st.base + newline
-            st.scan_from = st.base + newline
-        match = _HEAD_END.search(buf, st.scan_from - st.base)
+            st.line_end = st.scan_from = base + newline
+            scan_from = newline
+        match = _HEAD_END.search(buf, scan_from)
         if match is None:
-            st.scan_from = max(st.scan_from, st.base + len(buf) - 2)
+            st.scan_from = max(st.scan_from, base + len(buf) - 2)
             return self._check_head_size(st, len(buf))
         end = match.end()
-        if self._check_head_size(st, end):
+        if end - pos > MAX_HEADER_BYTES:
+            self._bad(st, "http1.header_too_large")
             return True
         exchange = st.exchange
         assert exchange is not None and exchange.message is not None
         self._charge(st, pos, end, exchange.message, FRAMING)
-        fields = _parse_fields(buf, st.line_end - st.base + 1, match.start() + 1)
+        fields = _parse_fields(buf, st.line_end - base, match.start() + 1)
         st.pos = end
         st.started = False
         if st.direction == ORIG:
@@ -574,42 +789,33 @@ class Http1Decoder:
 
     # -- start lines ---------------------------------------------------------------------------
 
-    def _start(self, st: _Direction, at: int, newline: int) -> bool:
-        """A complete first line buf[at:newline]: start (orig) or answer (resp) a message;
-        False if it is not HTTP."""
-        if st.direction == ORIG:
-            request = _REQUEST_LINE.fullmatch(st.buf, at, newline)
-            if request is None:
-                return False
-            return self._start_request(st, request, at)
-        status = _STATUS_LINE.fullmatch(st.buf, at, newline)
-        if status is None:
-            return False
-        self._start_response(st, int(status.group(2)), at)
-        return True
-
-    def _start_request(self, st: _Direction, request: re.Match[bytes], at: int) -> bool:
-        method, target = bytes(request.group(1)), bytes(request.group(2))
-        ordinal, ts = self._origin(st, st.base + at)
-        exchange = _Exchange(self._ids.next(), method)
-        assert exchange.message is not None
+    def _start_request(
+        self, st: _Direction, method: bytes, target: bytes | bytearray, ordinal: int, ts: float
+    ) -> None:
+        """A request line, delivered by feed ``ordinal``: a new exchange."""
+        message = self._ids.next()
+        exchange = _Exchange(message, method)
         exchange.req_start = st.base + st.pos
-        message = exchange.message
-        self._out += (
+        out = self._out
+        out += (
             MessageStarted(message, PROTOCOL, KIND, ORIG, ordinal, ts),
             MessageNote(message, "method", method.decode("latin-1")),
             MessageNote(message, "target", target[:MAX_TARGET_CHARS].decode("latin-1")),
         )
-        if len(self._pending) >= MAX_PENDING_EXCHANGES:
-            self._pending.popleft()
-            self._out.append(Anomaly("http1.too_many_pending"))
-        self._pending.append(exchange)
+        pending = self._pending
+        if len(pending) >= MAX_PENDING_EXCHANGES:
+            pending.popleft()
+            out.append(Anomaly("http1.too_many_pending"))
+        pending.append(exchange)
         st.exchange = exchange
-        return True
 
-    def _start_response(self, st: _Direction, status: int, at: int) -> None:
-        ordinal, ts = self._origin(st, st.base + at)
-        exchange = self._answered_exchange(st, ordinal, ts)
+    def _start_response(self, st: _Direction, status: int, ordinal: int, ts: float) -> None:
+        """A status line, delivered by feed ``ordinal``: the response to the oldest request."""
+        pending = self._pending
+        if not st.suspects and pending and pending[0].message is not None:
+            exchange = pending[0]  # the usual case of ``_answered_exchange``
+        else:
+            exchange = self._answered_exchange(st, ordinal, ts)
         if exchange.resp_start is None:
             exchange.resp_start = st.base + st.pos
         if not exchange.answered:
@@ -640,7 +846,7 @@ class Http1Decoder:
         size seen.  Without a mean: one if the gap began between responses, else none (the
         gap cut the response in progress).  At least one pending exchange is left for this
         response."""
-        count, total = st.sizes
+        count, total = st.whole_count, st.whole_bytes
         estimate = round(st.lost_bytes * count / total) if total else int(st.lost_at_boundary)
         skip = min(estimate, st.suspects, len(self._pending) - 1)
         st.suspects = 0
@@ -736,11 +942,6 @@ class Http1Decoder:
         assert exchange is not None and exchange.message is not None
         self._charge(st, st.pos, st.pos + size, exchange.message, PAYLOAD)
         st.pos += size
-        self._add_body(st, size)
-
-    def _add_body(self, st: _Direction, size: int) -> None:
-        exchange = st.exchange
-        assert exchange is not None
         if st.direction == ORIG:
             exchange.request_body_bytes += size
         else:
@@ -831,20 +1032,26 @@ class Http1Decoder:
         st.mode = _HEAD
         start = exchange.req_start if st.direction == ORIG else exchange.resp_start
         if start is not None:
-            st.sizes[0] += 1
-            st.sizes[1] += st.base + st.pos - start
+            st.whole_count += 1
+            st.whole_bytes += st.base + st.pos - start
+        message = exchange.message
+        assert message is not None  # (``_note``, spelled out: its check holds here)
         if st.direction == ORIG:
             exchange.noted |= 1
-            self._note(exchange, "request_body_bytes", exchange.request_body_bytes)
+            self._out.append(
+                MessageNote(message, "request_body_bytes", exchange.request_body_bytes)
+            )
             if exchange.switch and not exchange.final_seen:
                 self._hold_orig(st, exchange)
             return
         exchange.noted |= 2
-        self._note(exchange, "response_body_bytes", exchange.response_body_bytes)
-        assert exchange.message is not None
-        self._out.append(MessageEnded(exchange.message, self._ts))
-        if self._pending and self._pending[0] is exchange:
-            self._pending.popleft()
+        self._out += (
+            MessageNote(message, "response_body_bytes", exchange.response_body_bytes),
+            MessageEnded(message, self._ts),
+        )
+        pending = self._pending
+        if pending and pending[0] is exchange:
+            pending.popleft()
 
     def _skip_in_body(self, st: _Direction, length: int) -> bool:
         """A gap inside a body of known extent keeps the framing in step (True)."""
@@ -871,7 +1078,7 @@ class Http1Decoder:
         st.mode = _RESYNC
         st.resync_noted = False
         st.line_start = False
-        count, total = st.sizes
+        count, total = st.whole_count, st.whole_bytes
         if st.direction == ORIG:
             # Requests lost in the gap still get responses: hold their places in the queue.
             lost = round(length * count / total) if total else int(current is None)
@@ -1044,15 +1251,20 @@ class Http1Decoder:
                 self._out += target.eof(direction, ordinal, ts)
 
 
-def _parse_fields(buf: bytearray, start: int, end: int) -> dict[bytes, bytes]:
-    """The framing fields of the header lines in buf[start:end] (RFC 9112 section 5),
+def _parse_fields(buf: bytes | bytearray, newline: int, end: int) -> dict[bytes, bytes]:
+    """The framing fields of the header lines in buf[newline + 1:end] (RFC 9112 section 5),
     leniently.  Repeated fields are joined with commas (RFC 9110 section 5.3); other fields are
-    not looked at.  ``start`` must begin a line."""
+    not looked at.  ``buf[newline]`` must be the LF that ends the start line."""
     fields: dict[bytes, bytes] = {}
-    for match in _FRAMING_FIELD.finditer(buf, start, end):
-        key = bytes(match.group(1)).lower()
-        value = bytes(match.group(2)).strip(b" \t\r")
+    # (A loop of searches costs less than finditer for the one or two fields usually found.)
+    search = _FRAMING_FIELD.search
+    match = search(buf, newline, end)
+    while match is not None:
+        name, raw_value = match.group(1, 2)
+        key = bytes(name.lower())
+        value = bytes(raw_value.strip(b" \t\r"))
         fields[key] = fields[key] + b"," + value if key in fields else value
+        match = search(buf, match.end(), end)
     return fields
 
 
