@@ -4,6 +4,7 @@ against tshark's figures (captures-public/README.md)."""
 from __future__ import annotations
 
 import random
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any, ClassVar
 
 import h11
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from analyzer.events import (
     FRAMING,
@@ -885,3 +888,47 @@ def test_one_byte_packets_cost_linear_time(direction: int, prefix: bytes, flood:
         decoder.feed(direction, flood[i : i + 1], i, 0.0)
     decoder.finish(1.0)
     assert time.perf_counter() - started < 3.0
+
+
+# The lenient request-line reading as one regular expression: ``http1.request_line`` must
+# give its result, without its backtracking.
+_LENIENT_REQUEST_LINE = re.compile(
+    rb"([A-Za-z0-9!#$%&'*+.^_`|~-]{1,32})[ \t]+(.+?)[ \t]+HTTP/1\.([0-9])[ \t]*\r?"
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                b"GET",
+                b" ",
+                b"\t",
+                b"/a",
+                b"HTTP/1.1",
+                b"HTTP/1.",
+                b"\r",
+                b"x y",
+                b"\n",
+                b"9",
+                b"P",
+                b"HTTP/2",
+            ]
+        ),
+        max_size=9,
+    )
+)
+def test_request_line_reads_as_the_lenient_pattern(parts: list[bytes]) -> None:
+    line = b"".join(parts)
+    want = _LENIENT_REQUEST_LINE.fullmatch(line)
+    got = http1.request_line(bytearray(b"xx" + line + b"yy"), 2, 2 + len(line))
+    assert got == (None if want is None else want.group(1, 2)), line
+
+
+def test_a_request_line_of_blanks_is_read_in_linear_time() -> None:
+    """The pattern above backtracks for seconds on 2,000 spaces and hours on 64 KiB."""
+    blanks = b"GET" + b" " * 60_000 + b"x" + b" " * 60_000
+    assert http1.request_line(blanks, 0, len(blanks)) is None
+    line = b"GET" + b" " * 60_000 + b"/" + b" " * 60_000 + b"HTTP/1.1\r"
+    assert http1.request_line(line, 0, len(line)) == (b"GET", b"/")

@@ -79,7 +79,11 @@ _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
 _TOKEN = rb"[A-Za-z0-9!#$%&'*+.^_`|~-]"
 #: RFC 9112 section 3: method SP request-target SP HTTP-version, read leniently (tabs, spaces
 #: inside the target, bare LF) as servers do.
-_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb"{1,32})[ \t]+(.+?)[ \t]+HTTP/1\.([0-9])[ \t]*\r?")
+#: That reading as one pattern would be ``TOKEN{1,32} [ \t]+ (.+?) [ \t]+ HTTP/1.D [ \t]* \r?``;
+#: ``request_line`` gives its result without its backtracking, which on a line of a few
+#: thousand spaces takes seconds (and 64 KiB lines are allowed).  Only the method is a pattern.
+_METHOD = re.compile(rb"(" + _TOKEN + rb"{1,32})[ \t]+")
+_VERSION_PREFIX = b"HTTP/1."
 #: RFC 9112 section 4: HTTP-version SP status-code SP [reason-phrase].
 _STATUS_LINE = re.compile(rb"HTTP/1\.([0-9])[ \t]+([0-9]{3})(?:[ \t][^\r\n]*)?\r?")
 #: What to resynchronise on (see ``_resync`` for where): a whole status line, and the end of a
@@ -88,6 +92,40 @@ _RESYNC_STATUS = re.compile(rb"HTTP/1\.[01][ \t]+[0-9]{3}(?:[ \t][^\r\n]*)?\r?\n
 _RESYNC_VERSION = re.compile(rb"[ \t]HTTP/1\.[01][ \t]*\r?\n")
 #: End of a header block: an empty line; bare LF tolerated (RFC 9112 section 2.2).
 _HEAD_END = re.compile(rb"\n\r?\n")
+
+
+def request_line(buf: bytes | bytearray, start: int, end: int) -> tuple[bytes, bytes] | None:
+    """(method, target) of the request line ``buf[start:end]`` (without its LF), or None.
+
+    The result is the lenient pattern's above: the method, then the target from the end of
+    the whitespace after the method to the start of the whitespace before the last token,
+    which must be HTTP/1.D followed only by spaces, tabs and one CR.  Linear in the line.
+    """
+    line = bytes(buf[start:end])
+    method = _METHOD.match(line)
+    if method is None or b"\n" in line:
+        return None
+    rest = (line[:-1] if line.endswith(b"\r") else line).rstrip(b" \t")
+    if (
+        len(rest) < len(_VERSION_PREFIX) + 1
+        or not rest.endswith(_VERSION_PREFIX, 0, len(rest) - 1)
+        or not 0x30 <= rest[-1] <= 0x39
+    ):
+        return None
+    before = rest[: -len(_VERSION_PREFIX) - 1]
+    head = before.rstrip(b" \t")
+    if len(head) == len(before):
+        return None  # no whitespace before the version
+    if len(head) > method.end():
+        return method.group(1), head[method.end() :]
+    # Only whitespace between method and version: the pattern needs one blank each side of
+    # the target and backtracks to make the target the last-but-one blank.
+    blanks = before[method.end(1) :]
+    if len(blanks) < 3:
+        return None
+    return method.group(1), blanks[-2:-1]
+
+
 _BLANK_LINES = re.compile(rb"[\r\n]+")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
@@ -355,20 +393,22 @@ class Http1Decoder:
         if newline < 0:
             return -1
         direction = st.direction
-        line = (_REQUEST_LINE if direction == ORIG else _STATUS_LINE).fullmatch(
-            data, start, newline
-        )
+        if direction == ORIG:
+            request = request_line(data, start, newline)
+            status = None
+        else:
+            request = None
+            status = _STATUS_LINE.fullmatch(data, start, newline)
         st.blank_end = origin + start  # (as ``_read_head`` leaves it)
-        if line is None:
+        if request is None and status is None:
             self._buffer_rest(st, data, start, origin, ordinal, ts)
             self._bad(st, "http1.bad_message")
             self._pump(st)
             return len(data)
-        if direction == ORIG:
-            method, target = line.group(1, 2)
-            self._start_request(st, method, target, ordinal, ts)
-        else:
-            self._start_response(st, int(line.group(2)), ordinal, ts)
+        if request is not None:
+            self._start_request(st, request[0], request[1], ordinal, ts)
+        elif status is not None:
+            self._start_response(st, int(status.group(2)), ordinal, ts)
         head_end = _HEAD_END.search(data, newline)
         if head_end is None or head_end.end() - start > MAX_HEADER_BYTES:
             # ``_read_head`` goes on from its second step: the end of the header block.
@@ -685,7 +725,7 @@ class Http1Decoder:
                 if st.base + max(line_begin, st.pos) < start < st.base + match.start()
             ]
             for start in starts:
-                if _REQUEST_LINE.fullmatch(buf, start, match.end() - 1):
+                if request_line(buf, start, match.end() - 1) is not None:
                     return start
         return None
 
@@ -728,18 +768,20 @@ class Http1Decoder:
             if newline < 0:
                 return self._check_head_size(st, len(buf))
             # The start line (``_start``, spelled out: this runs once per message).
+            started = False
             if st.direction == ORIG:
-                line = _REQUEST_LINE.fullmatch(buf, first, newline)
-                if line is not None:
-                    method, target = line.group(1, 2)
+                request = request_line(buf, first, newline)
+                if request is not None:
                     ordinal, ts = self._origin(st, base + first)
-                    self._start_request(st, bytes(method), target, ordinal, ts)
+                    self._start_request(st, request[0], request[1], ordinal, ts)
+                    started = True
             else:
-                line = _STATUS_LINE.fullmatch(buf, first, newline)
-                if line is not None:
+                status = _STATUS_LINE.fullmatch(buf, first, newline)
+                if status is not None:
                     ordinal, ts = self._origin(st, base + first)
-                    self._start_response(st, int(line.group(2)), ordinal, ts)
-            if line is None:
+                    self._start_response(st, int(status.group(2)), ordinal, ts)
+                    started = True
+            if not started:
                 self._bad(st, "http1.bad_message")
                 return True
             st.started = True
