@@ -276,7 +276,6 @@ class FlowTable:
         other frame takes.  The fast path mutates nothing until it knows the frame is its case,
         so falling back at any test is always safe; tests compare the two paths' results.
         """
-        fast = self._options.fast_path
         unpack = _ETH_IPV4_TCP.unpack_from
         unpack_v6 = _ETH_IPV6_TCP.unpack_from
         get = self._table.get
@@ -286,7 +285,8 @@ class FlowTable:
         next_sweep = self._next_sweep
         # Locals, not module constants, in the loop: LOAD_FAST is the cheapest load.
         ethernet, eth_ipv4, eth_ipv6, ipv4_plain, tcp_proto = (
-            _LINKTYPE_ETHERNET,
+            # (No link type is -1: with the fast path off, every frame takes the general path.)
+            _LINKTYPE_ETHERNET if self._options.fast_path else -1,
             _ETHERTYPE_IPV4,
             _ETHERTYPE_IPV6,
             _IPV4_NO_OPTIONS,
@@ -300,7 +300,8 @@ class FlowTable:
         ordinal = 0
         for ts, link_type, orig_len, data in packets:
             ordinal += 1
-            if not fast or link_type != ethernet or len(data) < min_frame:
+            captured = len(data)
+            if link_type != ethernet or captured < min_frame:
                 general(ts, link_type, orig_len, data, ordinal, skipped)
                 next_sweep = self._next_sweep
                 continue
@@ -316,7 +317,7 @@ class FlowTable:
                     next_sweep = self._next_sweep
                     continue
                 ip = 20
-            elif et == eth_ipv6 and len(data) >= min_frame_v6:
+            elif et == eth_ipv6 and captured >= min_frame_v6:
                 _, vtc, total, proto, key, seq, ack, doff, flags = unpack_v6(data)
                 # (A zero payload length is a jumbogram or a TSO capture: the general path.)
                 if vtc & 0xF0 != 0x60 or proto != tcp_proto or not total:
@@ -335,7 +336,7 @@ class FlowTable:
                 entry is None
                 or flags & flag_mask != ack_only
                 or not 20 <= tcp <= total - ip
-                or total + 14 > len(data)
+                or total + 14 > captured
                 or total + 14 > orig_len
             ):
                 general(ts, link_type, orig_len, data, ordinal, skipped)
