@@ -169,6 +169,24 @@ class Connection:
         if eof is not None and delivered[direction] >= self.asm[direction].next:
             self._release_eof(direction)
 
+    def feed_data(self, direction: int, data: bytes, ordinal: int, ts: float) -> None:
+        """``feed`` of one in-order piece of data: the fast path's case, without a list."""
+        self.delivered[direction] += len(data)
+        try:
+            events = self.decoder.feed(direction, data, ordinal, ts)
+            if events:
+                self.ledger.apply(events)
+        except Exception:  # any decoder failure becomes an anomaly, never a traceback
+            self._decoder_failed()
+        decoder = self.decoder  # (after a failure, the opaque decoder that replaced it)
+        if type(decoder) is DetectingDecoder and decoder.inner is not None:
+            self.decoder = decoder.inner
+        if (
+            self.eof_pending[direction] is not None
+            and self.delivered[direction] >= self.asm[direction].next
+        ):
+            self._release_eof(direction)
+
     def eof_after(self, direction: int, ordinal: int, ts: float) -> None:
         """The direction sent FIN: tell the decoder once every byte before it was delivered."""
         self.eof_pending[direction] = (ordinal, ts)
@@ -374,7 +392,7 @@ class FlowTable:
                 else:
                     ledger = conn.ledger
                     ledger.note_data(ordinal, direction)
-                    conn.feed(direction, [data[14 + ip + tcp : 14 + total]], ordinal, ts)
+                    conn.feed_data(direction, data[14 + ip + tcp : 14 + total], ordinal, ts)
                     ledger.data_packet(direction, start, plen, plen, orig_len - total, ip, tcp)
                     ledger.note_acked(1 - direction, other.offset(ack))
             else:
