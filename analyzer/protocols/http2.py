@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import re
 import struct
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -256,35 +255,60 @@ def plausible(length: int, frame_type: int, flags: int, raw_stream: int) -> bool
     )
 
 
-@dataclass(frozen=True, slots=True)
 class _Decoded:
-    """What the decoder keeps of a decoded header block (shared when a block repeats)."""
+    """What the decoder keeps of a decoded header block (shared when a block repeats), with
+    the notes it gives made once: a repeated block then costs no text decoding."""
 
-    #: RFC 7541 section 4.1 size of its fields: name + value octets + 32 each
-    size: int
-    #: pseudo-header fields (RFC 9113 section 8.3), the last one of a repeated name
-    pseudo: dict[bytes, bytes]
+    __slots__ = ("request_notes", "size", "status")
+
+    def __init__(self, size: int, pseudo: dict[bytes, bytes]) -> None:
+        """``pseudo``: the pseudo-header fields (RFC 9113 section 8.3), the last one of a
+        repeated name."""
+        #: RFC 7541 section 4.1 size of its fields: name + value octets + 32 each
+        self.size = size
+        #: the notes of the block as a request's: (key, text) in REQUEST_NOTES order
+        self.request_notes = tuple(
+            (key, _text(pseudo[name])) for key, name in REQUEST_NOTES if name in pseudo
+        )
+        #: the note of the block as a response's: its final status; None for none or an
+        #: interim 1xx (RFC 9113 section 8.1), which is not the note
+        self.status: int | str | None = None
+        status = pseudo.get(b":status")
+        if status is not None and not status.startswith(b"1"):
+            self.status = int(status) if status.isdigit() else _text(status)
 
 
-@dataclass(slots=True)
 class _Stream:
-    """One HTTP/2 stream, which is one message."""
+    """One HTTP/2 stream, which is one message.  A plain slotted class: one is made per
+    message, and a dataclass's default factories cost a call per list."""
 
-    stream_id: int
-    message: int
-    #: "stream" or "push"
-    kind: str
-    #: END_STREAM seen (or implied) from orig, resp
-    ended: list[bool]
-    answered: bool = False
-    #: MessageEnded was emitted
-    closed: bool = False
-    #: HPACK header-block octets per direction (fragments only: no frame headers, padding,
-    #: priority fields or promised stream ids)
-    encoded: list[int] = field(default_factory=lambda: [0, 0])
-    #: RFC 7541 section 4.1 size of the decoded fields per direction; None once a block of that
-    #: direction could not be decoded
-    decoded: list[int | None] = field(default_factory=lambda: [0, 0])
+    __slots__ = (
+        "answered",
+        "closed",
+        "decoded",
+        "encoded",
+        "ended",
+        "kind",
+        "message",
+        "stream_id",
+    )
+
+    def __init__(self, stream_id: int, message: int, kind: str, ended: list[bool]) -> None:
+        self.stream_id = stream_id
+        self.message = message
+        #: "stream" or "push"
+        self.kind = kind
+        #: END_STREAM seen (or implied) from orig, resp
+        self.ended = ended
+        self.answered = False
+        #: MessageEnded was emitted
+        self.closed = False
+        #: HPACK header-block octets per direction (fragments only: no frame headers,
+        #: padding, priority fields or promised stream ids)
+        self.encoded = [0, 0]
+        #: RFC 7541 section 4.1 size of the decoded fields per direction; None once a block
+        #: of that direction could not be decoded
+        self.decoded: list[int | None] = [0, 0]
 
 
 @dataclass(slots=True)
@@ -386,15 +410,26 @@ class _Side:
         that change the table are decoded every time, in order, as HPACK requires."""
         if len(block) > MAX_CACHED_BLOCK_BYTES:
             return _decode(self.hpack, block)
-        state = self._table_state()
-        if _same_table(state, self.cache_state):
+        # _same_table(self._table_state(), self.cache_state), spelled out: this runs for
+        # every header block, and a hit should cost no more than the lookup.
+        hpack = self.hpack
+        table = hpack.header_table
+        entries = table.dynamic_entries
+        state = self.cache_state
+        if (
+            (entries[0] if entries else None) is state[0]
+            and len(entries) == state[1]
+            and table.maxsize == state[2]
+            and hpack.max_allowed_table_size == state[3]
+        ):
             known = self.cache.get(block)
             if known is not None:
                 return known
         else:
+            state = self._table_state()
             self.cache.clear()
             self.cache_state = state
-        result = _decode(self.hpack, block)
+        result = _decode(hpack, block)
         if _same_table(self._table_state(), state):
             if len(self.cache) >= MAX_CACHED_BLOCKS:
                 self.cache.clear()
@@ -449,14 +484,16 @@ class Http2Decoder:
         self._now: _When = (0, 0.0)
         self._out: list[Event] = [ProtocolIdentified(PROTOCOL)]
         self._last: list[list[int] | None] = [None, None]
-        self._frame_counts: Counter[int] = Counter()
+        #: whole frames decoded, by frame type (an octet): a list, as it counts every frame
+        self._frame_counts = [0] * 256
 
     @property
     def frame_counts(self) -> dict[str, int]:
         """Whole frames decoded so far, by type name (a figure to compare with tshark's)."""
         return {
             FRAME_NAMES.get(frame_type, f"0x{frame_type:02x}"): count
-            for frame_type, count in sorted(self._frame_counts.items())
+            for frame_type, count in enumerate(self._frame_counts)
+            if count
         }
 
     # --- the StreamDecoder interface -----------------------------------------------------
@@ -530,14 +567,9 @@ class Http2Decoder:
             self._out.append(Span(direction, last[0], last[1], last[2], last[3]))
         self._last[direction] = [start, end, owner, layer]
 
-    def _flush(self, direction: int) -> None:
-        last = self._last[direction]
-        if last is not None:
-            self._out.append(Span(direction, last[0], last[1], last[2], last[3]))
-            self._last[direction] = None
-
     def _flush_both(self) -> None:
-        # Inlined _flush for both directions: this runs for every event and every call.
+        # Inlined _flush for both directions: this runs before every MessageEnded and at the
+        # end of every call.
         last = self._last
         orig, resp = last
         if orig is not None:
@@ -548,8 +580,10 @@ class Http2Decoder:
             last[RESP] = None
 
     def _event(self, event: Event) -> None:
-        # Spans so far go out first, so a message's events follow the bytes that caused them.
-        self._flush_both()
+        # The open spans stay open: the ledger handles notes, answers, starts and anomalies
+        # apart from spans, so a run of one owner's bytes (a response's HEADERS frame and its
+        # DATA frame header) can grow into one span across them.  Only MessageEnded needs
+        # the spans before it out first (``_end``): the ledger retires a message by them.
         self._out.append(event)
 
     def _take(self) -> list[Event]:
@@ -559,10 +593,6 @@ class Http2Decoder:
 
     def _anomaly(self, name: str) -> None:
         self._event(Anomaly(name))
-
-    def _when(self, side: _Side, offset: int) -> _When:
-        """Ordinal and ts of the feed that delivered the byte at ``offset`` (still buffered)."""
-        return self._now if offset >= side.fresh else side.buf_when
 
     # --- the per-direction state machine -------------------------------------------------
 
@@ -580,7 +610,9 @@ class Http2Decoder:
                     self._body_done(side)
                 continue
             if side.mode == _FRAMES:
-                step = self._step_frame(side, buf, i)
+                step = self._frames(side, buf, i)
+                if step == i and side.mode == _FRAMES:
+                    break  # the next frame is incomplete
             elif side.mode == _RESYNC:
                 step = self._step_resync(side, buf, i, final)
             elif side.mode == _PREFACE:
@@ -631,39 +663,61 @@ class Http2Decoder:
         self._lose_hpack(side, "http2.hpack_after_gap")
         side.mode = _RESYNC
 
-    def _step_frame(self, side: _Side, buf: _Buffer, i: int) -> int:
-        if len(buf) - i < FRAME_HEADER_BYTES:
-            return -1
+    def _frames(self, side: _Side, buf: _Buffer, i: int) -> int:
+        """Decode frames from ``i`` for as long as they come whole and in step; returns the
+        position after them.  It stops at an incomplete frame (having taken nothing when the
+        first one is), at a streamed body (its header taken, ``side.body`` set) and at a frame
+        header that is out of step (``side.mode`` set to resync).  This loop runs for every
+        frame, so the common cases are made inline, and what stays put during it is bound to
+        locals (the stream offset of ``buf[0]`` and who delivered the held bytes)."""
+        available = len(buf)
+        base, fresh, now, held_when = side.consumed, side.fresh, self._now, side.buf_when
+        stream_only_types = _STREAM_ONLY_TYPES
         high: int
         low: int
         frame_type: int
         flags: int
         raw_stream: int
-        high, low, frame_type, flags, raw_stream = _FRAME_HEADER.unpack_from(buf, i)
-        length = (high << 8) | low
-        stream_id = raw_stream & _STREAM_ID_MASK
-        # The common types need only a stream id; the full rules for the others.
-        if not (stream_id and frame_type in _STREAM_ONLY_TYPES) and breaks_rules(
-            length, frame_type, flags, raw_stream
-        ):
-            self._anomaly("http2.bad_frame")
-            side.hpack_ok = False
-            side.block = None
-            side.mode = _RESYNC
-            return i
-        if side.block is not None and frame_type != CONTINUATION:
-            self._broken_block(side)
-        start = side.consumed + i
-        when = self._now if start >= side.fresh else side.buf_when
-        if frame_type in BUFFERED_TYPES and length <= MAX_BUFFERED_FRAME_BYTES:
+        while available - i >= FRAME_HEADER_BYTES:
+            high, low, frame_type, flags, raw_stream = _FRAME_HEADER.unpack_from(buf, i)
+            length = (high << 8) | low
+            stream_id = raw_stream & _STREAM_ID_MASK
+            # The common types need only a stream id; the full rules for the others.
+            if not (stream_id and frame_type in stream_only_types) and breaks_rules(
+                length, frame_type, flags, raw_stream
+            ):
+                self._anomaly("http2.bad_frame")
+                side.hpack_ok = False
+                side.block = None
+                side.mode = _RESYNC
+                return i
+            if side.block is not None and frame_type != CONTINUATION:
+                self._broken_block(side)
+            start = base + i
+            when = now if start >= fresh else held_when
             end = i + FRAME_HEADER_BYTES + length
-            if end > len(buf):
-                return -1
-            body = bytes(buf[i + FRAME_HEADER_BYTES : end])
-            self._frame(side, frame_type, flags, stream_id, body, start, when)
-            return end
-        self._start_body(side, length, frame_type, flags, stream_id, start, when)
-        return i + FRAME_HEADER_BYTES
+            if frame_type == DATA:
+                if end > available or flags & PADDED:
+                    # Streamed: the body is counted as it arrives, never held.
+                    self._start_body(side, length, frame_type, flags, stream_id, start, when)
+                    return i + FRAME_HEADER_BYTES
+                self._data_frame(side, flags, stream_id, length, start, when)
+            elif frame_type == HEADERS and length <= MAX_BUFFERED_FRAME_BYTES:
+                if end > available:
+                    return i
+                self._frame_counts[HEADERS] += 1
+                body = bytes(buf[i + FRAME_HEADER_BYTES : end])
+                self._on_headers(side, flags, stream_id, body, start, start + end - i, when)
+            elif frame_type in BUFFERED_TYPES and length <= MAX_BUFFERED_FRAME_BYTES:
+                if end > available:
+                    return i
+                body = bytes(buf[i + FRAME_HEADER_BYTES : end])
+                self._frame(side, frame_type, flags, stream_id, body, start, when)
+            else:
+                self._start_body(side, length, frame_type, flags, stream_id, start, when)
+                return i + FRAME_HEADER_BYTES
+            i = end
+        return i
 
     def _step_resync(self, side: _Side, buf: _Buffer, i: int, final: bool) -> int:
         j, found = self._scan(buf, i, final)
@@ -806,10 +860,14 @@ class Http2Decoder:
         end: int,
         when: _When,
     ) -> None:
-        stream = self._stream_for(side.direction, stream_id, when)
-        self._span(side.direction, start, end, self._owner(stream), FRAMING)
-        if stream is not None:
-            self._answer(stream, side.direction, when)
+        direction = side.direction
+        stream = self._streams.get(stream_id) or self._stream_for(direction, stream_id, when)
+        if stream is None:
+            self._span(direction, start, end, CONTROL, FRAMING)
+        else:
+            self._span(direction, start, end, stream.message, FRAMING)
+            if direction == RESP and not stream.answered:
+                self._answer(stream, direction, when)
         fragment: bytes | None = body
         if flags & (PADDED | PRIORITY_FLAG):
             # Pad length and priority fields around the fragment: hyperframe cuts them off.
@@ -821,7 +879,18 @@ class Http2Decoder:
             except HyperframeError:
                 self._anomaly("http2.bad_frame_body")
                 fragment = None
-        block = _Block(stream_id, stream, side.direction == ORIG, bool(flags & END_STREAM))
+        request = direction == ORIG
+        end_stream = bool(flags & END_STREAM)
+        if flags & END_HEADERS and fragment is not None:
+            # The usual case, a block in one frame: decoded straight from it, no _Block.
+            if stream is not None:
+                stream.encoded[direction] += len(fragment)
+            if len(fragment) > MAX_HEADER_BLOCK_BYTES:
+                self._anomaly("http2.header_block_too_large")
+                fragment = None
+            self._complete_block(side, stream, request, end_stream, fragment)
+            return
+        block = _Block(stream_id, stream, request, end_stream)
         self._add_fragment(side, block, fragment, bool(flags & END_HEADERS))
 
     def _on_push_promise(
@@ -924,11 +993,15 @@ class Http2Decoder:
         stream: _Stream | None = None
         completes: _Block | None = None
         payload_from = payload_to = 0
+        direction = side.direction
         if frame_type == DATA:
-            stream = self._stream_for(side.direction, stream_id, when)
-            owner = self._owner(stream)
-            if stream is not None:
-                self._answer(stream, side.direction, when)
+            stream = self._streams.get(stream_id) or self._stream_for(direction, stream_id, when)
+            if stream is None:
+                owner = CONTROL
+            else:
+                owner = stream.message
+                if direction == RESP and not stream.answered:
+                    self._answer(stream, direction, when)
             payload_to = length
             if flags & PADDED:
                 payload_from = min(1, length)  # the pad length octet is framing
@@ -937,12 +1010,47 @@ class Http2Decoder:
         else:
             self._anomaly("http2.unknown_frame")
             owner = CONTROL
-        self._span(side.direction, start, start + FRAME_HEADER_BYTES, owner, FRAMING)
+        self._span(direction, start, start + FRAME_HEADER_BYTES, owner, FRAMING)
         body = _Body(owner, frame_type, flags, stream, length, 0, payload_from, payload_to)
         body.completes = completes
         side.body = body
         if length == 0:
             self._body_done(side)
+
+    def _data_frame(
+        self, side: _Side, flags: int, stream_id: int, length: int, start: int, when: _When
+    ) -> None:
+        """A whole DATA frame without padding at ``start``: what ``_start_body``,
+        ``_count_body`` and ``_body_done`` do for a streamed one, in one step."""
+        direction = side.direction
+        stream = self._streams.get(stream_id) or self._stream_for(direction, stream_id, when)
+        if stream is None:
+            owner = CONTROL
+        else:
+            owner = stream.message
+            if direction == RESP and not stream.answered:
+                self._answer(stream, direction, when)
+        payload = start + FRAME_HEADER_BYTES
+        if length:
+            # What two ``_span`` calls would do, in fewer steps: the header joins the open span
+            # if it can (a response's HEADERS frame); the payload cannot grow (only DATA bodies
+            # are payload, and the next frame starts with a header), so both go out at once.
+            out = self._out
+            last = self._last[direction]
+            header_from = start
+            if last is not None:
+                if last[1] == start and last[2] == owner and last[3] == FRAMING:
+                    header_from = last[0]
+                else:
+                    out.append(Span(direction, last[0], last[1], last[2], last[3]))
+                self._last[direction] = None
+            out.append(Span(direction, header_from, payload, owner, FRAMING))
+            out.append(Span(direction, payload, payload + length, owner, PAYLOAD))
+        else:
+            self._span(direction, start, payload, owner, FRAMING)
+        self._frame_counts[DATA] += 1
+        if stream is not None and flags & END_STREAM:
+            self._end_side(stream, direction)
 
     def _oversized(
         self, side: _Side, frame_type: int, flags: int, stream_id: int, when: _When
@@ -1041,19 +1149,29 @@ class Http2Decoder:
                     block.fragments += fragment
         side.block = None if end_headers else block
         if end_headers:
-            self._complete_block(side, block)
+            fragments = bytes(block.fragments) if block.decodable else None
+            self._complete_block(side, block.stream, block.request, block.end_stream, fragments)
 
-    def _complete_block(self, side: _Side, block: _Block) -> None:
+    def _complete_block(
+        self,
+        side: _Side,
+        stream: _Stream | None,
+        request: bool,
+        end_stream: bool,
+        block: bytes | None,
+    ) -> None:
+        """A header block is complete: decode it (None: it cannot be) and note its fields.
+        ``request``: request fields rather than response ones; ``end_stream``: the HEADERS
+        frame carried END_STREAM, which takes effect now."""
         fields: _Decoded | None = None
-        if block.decodable and side.hpack_ok:
-            try:
-                fields = side.decode_block(bytes(block.fragments))
-            except HPACKError:
-                self._lose_hpack(side, "http2.hpack_error")
-        elif not block.decodable:
+        if block is None:
             # The dynamic table may have changed in the part we could not decode.
             side.hpack_ok = False
-        stream = block.stream
+        elif side.hpack_ok:
+            try:
+                fields = side.decode_block(block)
+            except HPACKError:
+                self._lose_hpack(side, "http2.hpack_error")
         if stream is None:
             return
         direction = side.direction
@@ -1062,10 +1180,10 @@ class Http2Decoder:
             stream.decoded[direction] = None
         else:
             stream.decoded[direction] = decoded + fields.size
-            self._note_fields(stream, fields.pseudo, block.request)
+            self._note_fields(stream, fields, request)
         if stream.stream_id not in self._streams:
             self._note_hpack(stream)  # a late block (after RST_STREAM) updates the figure
-        if block.end_stream:
+        if end_stream:
             self._end_side(stream, direction)
 
     def _broken_block(self, side: _Side, anomaly: str | None = "http2.bad_continuation") -> None:
@@ -1080,18 +1198,13 @@ class Http2Decoder:
         if block.stream is not None:
             block.stream.decoded[side.direction] = None
 
-    def _note_fields(self, stream: _Stream, pseudo: dict[bytes, bytes], request: bool) -> None:
+    def _note_fields(self, stream: _Stream, fields: _Decoded, request: bool) -> None:
+        out = self._out
         if request:
-            self._flush_both()
-            for key, name in REQUEST_NOTES:
-                if name in pseudo:
-                    self._out.append(MessageNote(stream.message, key, _text(pseudo[name])))
-            return
-        status = pseudo.get(b":status")
-        # 1xx responses are interim (RFC 9113 section 8.1); the final status is the note.
-        if status is not None and not status.startswith(b"1"):
-            value: int | str = int(status) if status.isdigit() else _text(status)
-            self._event(MessageNote(stream.message, "status", value))
+            for key, text in fields.request_notes:
+                out.append(MessageNote(stream.message, key, text))
+        elif fields.status is not None:
+            out.append(MessageNote(stream.message, "status", fields.status))
 
     def _note_hpack(self, stream: _Stream) -> None:
         """The header compression figures of one message.
@@ -1104,11 +1217,12 @@ class Http2Decoder:
         includes the 32-octet overhead per field, so compare it only with savings counted the
         same way.
         """
+        encoded, decoded = stream.encoded, stream.decoded
         value = {
-            side: {"encoded": stream.encoded[d], "decoded": stream.decoded[d]}
-            for d, side in ((ORIG, "orig"), (RESP, "resp"))
+            "orig": {"encoded": encoded[ORIG], "decoded": decoded[ORIG]},
+            "resp": {"encoded": encoded[RESP], "decoded": decoded[RESP]},
         }
-        self._event(MessageNote(stream.message, "hpack", value))
+        self._out.append(MessageNote(stream.message, "hpack", value))
 
     # --- streams and messages --------------------------------------------------------------
 
@@ -1146,7 +1260,6 @@ class Http2Decoder:
         orig_done = orig_done or kind == "push"
         stream = _Stream(stream_id, self._ids.next(), kind, [orig_done, False])
         self._track(stream)
-        self._flush_both()
         self._out += (
             MessageStarted(stream.message, PROTOCOL, kind, sender, when[0], when[1]),
             MessageNote(stream.message, "stream_id", stream_id),
@@ -1169,8 +1282,9 @@ class Http2Decoder:
             self._event(MessageAnswered(stream.message, when[0], when[1]))
 
     def _end_side(self, stream: _Stream, direction: int) -> None:
-        stream.ended[direction] = True
-        if all(stream.ended):
+        ended = stream.ended
+        ended[direction] = True
+        if ended[ORIG] and ended[RESP]:
             self._end(stream)
 
     def _end(self, stream: _Stream) -> None:
@@ -1179,7 +1293,8 @@ class Http2Decoder:
             return
         stream.closed = True
         self._note_hpack(stream)
-        self._event(MessageEnded(stream.message, self._now[1]))
+        self._flush_both()  # the ledger retires a message by the spans before its end
+        self._out.append(MessageEnded(stream.message, self._now[1]))
         self._retire(stream)
 
     def _retire(self, stream: _Stream) -> None:
