@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import compileall
 import os
+import platform
 import shutil
 import struct
 import subprocess
@@ -89,7 +90,11 @@ def main() -> None:
     tshark = shutil.which("tshark")
     if tshark is None:
         raise SystemExit("tshark is not installed (apt-get install tshark)")
-    wireprobe = shutil.which("wireprobe") or str(Path(sys.executable).parent / "wireprobe")
+    # The wireprobe of the interpreter running this script (its venv), so that the Python
+    # build measured is the one asked for: `some-venv/bin/python scripts/bench.py ...`.
+    wireprobe = str(Path(sys.executable).parent / "wireprobe")
+    if not Path(wireprobe).exists():
+        wireprobe = shutil.which("wireprobe") or "wireprobe"
     # An installed package has its bytecode compiled (pip does it at install time); an editable
     # checkout under PYTHONDONTWRITEBYTECODE would compile every module on every run instead,
     # about 0.05 s of start-up that is not the analysis.
@@ -113,7 +118,10 @@ def main() -> None:
                 results.append(run(cmd))
         ours, transport, theirs = (min(results) for results in runs)
     print(f"capture: {args.capture} x{args.repeat}: {packets:,} packets, {size_mb:.1f} MiB")
-    print(f"best of {max(args.runs, 1)} runs each")
+    print(
+        f"best of {max(args.runs, 1)} runs each; {platform.python_implementation()} "
+        f"{platform.python_version()} ({sys.executable})"
+    )
     print(f"{'tool':<36} {'CPU s':>7} {'wall s':>7} {'packets/CPU s':>14} {'peak MiB':>9}")
     for name, (cpu, wall, rss) in (
         (f"wireprobe analyze --format {args.format}", ours),
