@@ -323,31 +323,32 @@ class FlowTable:
                 general(ts, link_type, orig_len, data, ordinal, skipped)
                 next_sweep = self._next_sweep
                 continue
-            et, vihl, total, frag, proto, key, seq, ack, doff, flags = unpack(data)
             # 1. Its case: IPv4 without options or fragments, or IPv6 with TCP as the first
             #    next header; lengths that hold (pcapng may claim more captured bytes than were
             #    on the wire) and the whole datagram captured; ACK set and no SYN, FIN or RST;
             #    a known connection, not idle, with nothing held out of order in the other
-            #    direction (an ACK may close a hole).
-            if et == eth_ipv4:
-                if vihl != ipv4_plain or proto != tcp_proto or frag & fragment:
+            #    direction (an ACK may close a hole).  The Ethernet type's first byte picks
+            #    the unpack (0x08 IPv4, 0x86 IPv6), so neither family pays for the other's.
+            if data[12] != 0x86:
+                et, vihl, total, frag, proto, key, seq, ack, doff, flags = unpack(data)
+                if et != eth_ipv4 or vihl != ipv4_plain or proto != tcp_proto or frag & fragment:
                     general(ts, link_type, orig_len, data, ordinal, skipped)
                     next_sweep = self._next_sweep
                     continue
                 ip = 20
-            elif et == eth_ipv6 and captured >= min_frame_v6:
-                _, vtc, total, proto, key, seq, ack, doff, flags = unpack_v6(data)
+            elif captured < min_frame_v6:
+                general(ts, link_type, orig_len, data, ordinal, skipped)
+                next_sweep = self._next_sweep
+                continue
+            else:
+                et, vtc, total, proto, key, seq, ack, doff, flags = unpack_v6(data)
                 # (A zero payload length is a jumbogram or a TSO capture: the general path.)
-                if vtc & 0xF0 != 0x60 or proto != tcp_proto or not total:
+                if et != eth_ipv6 or vtc & 0xF0 != 0x60 or proto != tcp_proto or not total:
                     general(ts, link_type, orig_len, data, ordinal, skipped)
                     next_sweep = self._next_sweep
                     continue
                 ip = 40
                 total += 40
-            else:
-                general(ts, link_type, orig_len, data, ordinal, skipped)
-                next_sweep = self._next_sweep
-                continue
             tcp = (doff & 0xF0) >> 2
             entry = get(key)
             if (

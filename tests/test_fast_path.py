@@ -157,3 +157,19 @@ def test_fast_path_takes_most_packets_of_a_keepalive_capture(
             packets = result["packets"]
             # Handshakes and FINs take the general path; the data and ACKs between them do not.
             assert general_calls < packets / 3, (path.name, transport_only, general_calls)
+
+
+def test_short_and_odd_frames_same_both_ways(tmp_path: Path) -> None:
+    """Frames too short for either family's fast unpack, or with other Ethernet types, of
+    every length around the fast path's thresholds: no error, and the same result."""
+    frames = generate(SCENARIOS["http1-keepalive"]).packets
+    records: list[tuple[float, bytes, int]] = []
+    for ts, data in frames[:12]:
+        for ethertype in (b"\x86\xdd", b"\x08\x00", b"\x86\x00", b"\x81\x00"):
+            for cut in (54, 60, 67, 68, 73, 74, 80):
+                odd = (data[:12] + ethertype + data[14:] + bytes(80))[:cut]
+                records.append((ts, odd, cut))
+        records.append((ts, _as_ipv6(data), len(_as_ipv6(data))))
+    path = tmp_path / "odd.pcap"
+    _write_pcap(path, records)
+    _assert_same(path)
