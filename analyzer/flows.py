@@ -75,13 +75,27 @@ _IPV4_NO_OPTIONS = 0x45
 _IPPROTO_TCP = 6
 _IPV4_FRAGMENT_MASK = 0x3FFF
 _SEQ_MASK = SEQ_MOD - 1
+#: The transport-only fast path's sums per direction (``Connection.fast``): data segments,
+#: their wire bytes, IP datagram bytes and TCP header bytes; pure ACKs, their wire bytes and
+#: datagram bytes.
+(
+    _FAST_DATA,
+    _FAST_DATA_WIRE,
+    _FAST_DATA_TOTAL,
+    _FAST_DATA_TCP,
+    _FAST_ACKS,
+    _FAST_ACK_WIRE,
+    _FAST_ACK_TOTAL,
+) = range(7)
+_FAST_FIELDS = 7
 _HALF_SEQ = SEQ_MOD >> 1
 
 Segment = tuple[bytes, bytes, int, int, int, int, int, int, bytes, int, int, int, int, str | None]
 #: A table entry, one per orientation of the 4-tuple: the connection, the direction this
-#: orientation sends in, that direction's assembler, the other's, and the ledger's rows (the
-#: last three are reached through the connection too; the fast path saves the lookups).
-_Entry = tuple["Connection", int, StreamAssembler, StreamAssembler, dict[int, list[int]]]
+#: orientation sends in, that direction's assembler, the other's, and the direction's
+#: transport-only sums (the last three are reached through the connection too; the fast path
+#: saves the lookups).
+_Entry = tuple["Connection", int, StreamAssembler, StreamAssembler, list[int]]
 
 
 class Connection:
@@ -95,6 +109,7 @@ class Connection:
         "decoder",
         "delivered",
         "eof_pending",
+        "fast",
         "fin",
         "first_ts",
         "id",
@@ -141,6 +156,9 @@ class Connection:
         self.anomalies: dict[str, int] = {}
         #: (ordinal, ts) of a FIN whose eof waits for held bytes before it, per direction
         self.eof_pending: list[tuple[int, float] | None] = [None, None]
+        #: per direction, what the transport-only fast path counted instead of charging each
+        #: packet (``FAST_*`` indexes); ``fold_fast`` charges the sums when the connection ends
+        self.fast = ([0] * _FAST_FIELDS, [0] * _FAST_FIELDS)
 
     def feed(self, direction: int, pieces: list[Piece], ordinal: int, ts: float) -> None:
         """Hand reassembled pieces to the decoder and its events to the ledger."""
@@ -221,8 +239,32 @@ class Connection:
             self.ledger.protocol, base=(self.delivered[0], self.delivered[1])
         )
 
+    def fold_fast(self) -> None:
+        """Charge what the transport-only fast path counted: its data segments are all
+        undecoded and its pure ACKs all control, so sums per direction give every layer.
+        (An IPv4 connection's fast-path headers are 20 bytes, an IPv6 one's 40.)"""
+        ip = 20 if len(self.orig[0]) == 4 else 40
+        rows = self.ledger.rows
+        for direction, sums in enumerate(self.fast):
+            n, wire, total, tcp, acks, ack_wire, ack_total = sums
+            self.packets[direction] += n + acks
+            self.wire[direction] += wire + ack_wire
+            if n:
+                row = rows.setdefault(UNDECODED, [0] * N_LAYERS)
+                row[LINK] += wire - total
+                row[IP] += n * ip
+                row[TCP] += tcp
+                row[OPAQUE] += total - n * ip - tcp
+            if acks:
+                row = rows.setdefault(CONTROL, [0] * N_LAYERS)
+                row[LINK] += ack_wire - ack_total
+                row[IP] += acks * ip
+                row[TCP] += ack_total - acks * ip
+            sums[:] = [0] * _FAST_FIELDS
+
     def finish(self, ts: float) -> None:
         """Flush reassembly and the decoder; charge everything still waiting."""
+        self.fold_fast()
         for direction in (0, 1):
             pieces = self.asm[direction].flush()
             if pieces:
@@ -312,8 +354,14 @@ class FlowTable:
         )
         fragment, flag_mask, ack_only = _IPV4_FRAGMENT_MASK, SYN | FIN | RST | ACK, ACK
         seq_mask, min_frame, min_frame_v6 = _SEQ_MASK, _FAST_MIN_FRAME, _FAST_MIN_FRAME_V6
-        link_at, ip_at, tcp_at, opaque_at = LINK, IP, TCP, OPAQUE
-        undecoded, control, seq_mod, half_seq = UNDECODED, CONTROL, SEQ_MOD, _HALF_SEQ
+        seq_mod, half_seq = SEQ_MOD, _HALF_SEQ
+        fast_data, fast_data_wire, fast_data_total, fast_data_tcp = (
+            _FAST_DATA,
+            _FAST_DATA_WIRE,
+            _FAST_DATA_TOTAL,
+            _FAST_DATA_TCP,
+        )
+        fast_acks, fast_ack_wire, fast_ack_total = _FAST_ACKS, _FAST_ACK_WIRE, _FAST_ACK_TOTAL
         not_tcp = sum(skipped.values())
         ordinal = 0
         for ts, link_type, orig_len, data in packets:
@@ -361,7 +409,7 @@ class FlowTable:
                 general(ts, link_type, orig_len, data, ordinal, skipped)
                 next_sweep = self._next_sweep
                 continue
-            conn, direction, asm, other, rows = entry
+            conn, direction, asm, other, sums = entry
             if ts - conn.last_ts > idle or other.held_bytes or other.base is None:
                 general(ts, link_type, orig_len, data, ordinal, skipped)
                 next_sweep = self._next_sweep
@@ -371,26 +419,24 @@ class FlowTable:
                 # 2. A data segment: exactly the next byte expected, nothing held before it.
                 base = asm.base
                 start = asm.next
-                if base is None or asm.held_bytes or (seq - base) & seq_mask != start & seq_mask:
+                if base is None or asm.held_bytes or seq != (base + start) & seq_mask:
                     general(ts, link_type, orig_len, data, ordinal, skipped)
                     next_sweep = self._next_sweep
                     continue
                 conn.last_ts = ts
                 conn.last_ordinal = ordinal
-                conn.packets[direction] += 1
-                conn.wire[direction] += orig_len
                 asm.next = start + plen
                 if transport_only:
-                    # No decoder, no spans: every payload byte is undecoded at once (and no
-                    # message waits to be retired, so the acknowledged offset is not kept).
-                    row = rows.get(undecoded)
-                    if row is None:
-                        row = rows[undecoded] = [0] * N_LAYERS
-                    row[link_at] += orig_len - total
-                    row[ip_at] += ip
-                    row[tcp_at] += tcp
-                    row[opaque_at] += plen
+                    # No decoder, no spans: every payload byte is undecoded, so sums suffice
+                    # (``Connection.fold_fast``); no message waits to be retired, so the
+                    # acknowledged offset is not kept either.
+                    sums[fast_data] += 1
+                    sums[fast_data_wire] += orig_len
+                    sums[fast_data_total] += total
+                    sums[fast_data_tcp] += tcp
                 else:
+                    conn.packets[direction] += 1
+                    conn.wire[direction] += orig_len
                     ledger = conn.ledger
                     ledger.note_data(ordinal, direction)
                     conn.feed_data(direction, data[14 + ip + tcp : 14 + total], ordinal, ts)
@@ -405,12 +451,11 @@ class FlowTable:
                     continue
                 if transport_only:
                     # Every stream byte is undecoded, and ACKs of undecoded bytes are control.
-                    row = rows.get(control)
-                    if row is None:
-                        row = rows[control] = [0] * N_LAYERS
-                    row[link_at] += orig_len - total
-                    row[ip_at] += ip
-                    row[tcp_at] += tcp
+                    conn.last_ts = ts
+                    conn.last_ordinal = ordinal
+                    sums[fast_acks] += 1
+                    sums[fast_ack_wire] += orig_len
+                    sums[fast_ack_total] += total
                 else:
                     # ``StreamAssembler.offset`` inline: the offset nearest the next byte.
                     ahead = other.next
@@ -425,10 +470,10 @@ class FlowTable:
                         next_sweep = self._next_sweep
                         continue
                     conn.ledger.pure_ack(direction, newest, orig_len - total, ip, tcp)
-                conn.last_ts = ts
-                conn.last_ordinal = ordinal
-                conn.packets[direction] += 1
-                conn.wire[direction] += orig_len
+                    conn.last_ts = ts
+                    conn.last_ordinal = ordinal
+                    conn.packets[direction] += 1
+                    conn.wire[direction] += orig_len
             if ts >= next_sweep:
                 self._sweep(ts)
                 next_sweep = self._next_sweep
@@ -664,8 +709,8 @@ class FlowTable:
         else:
             decoder = DetectingDecoder(MessageIds(), self._options.decode, (orig[1], resp[1]))
         conn = Connection(orig, resp, ts, decoder)
-        forward = (conn, 0, conn.asm[0], conn.asm[1], conn.ledger.rows)
-        backward = (conn, 1, conn.asm[1], conn.asm[0], conn.ledger.rows)
+        forward = (conn, 0, conn.asm[0], conn.asm[1], conn.fast[0])
+        backward = (conn, 1, conn.asm[1], conn.asm[0], conn.fast[1])
         self._table[flow_key(orig[0], orig[1], resp[0], resp[1])] = forward
         self._table[flow_key(resp[0], resp[1], orig[0], orig[1])] = backward
         return forward if orig == (src, sport) else backward
