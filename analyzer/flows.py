@@ -410,7 +410,7 @@ class FlowTable:
                 next_sweep = self._next_sweep
                 continue
             conn, direction, asm, other, sums = entry
-            if ts - conn.last_ts > idle or other.held_bytes or other.base is None:
+            if ts - conn.last_ts > idle or other.held_bytes:
                 general(ts, link_type, orig_len, data, ordinal, skipped)
                 next_sweep = self._next_sweep
                 continue
@@ -441,10 +441,16 @@ class FlowTable:
                     ledger.note_data(ordinal, direction)
                     conn.feed_data(direction, data[14 + ip + tcp : 14 + total], ordinal, ts)
                     ledger.data_packet(direction, start, plen, plen, orig_len - total, ip, tcp)
-                    ledger.note_acked(1 - direction, other.offset(ack))
+                    if other.base is not None:
+                        ledger.note_acked(1 - direction, other.offset(ack))
             else:
                 # 3. A pure ACK of bytes already seen, past the handshake, before any FIN.
-                rel = (ack - other.base) & seq_mask
+                other_base = other.base
+                if other_base is None:
+                    general(ts, link_type, orig_len, data, ordinal, skipped)
+                    next_sweep = self._next_sweep
+                    continue
+                rel = (ack - other_base) & seq_mask
                 if not rel or other.fin_offset is not None:
                     general(ts, link_type, orig_len, data, ordinal, skipped)
                     next_sweep = self._next_sweep
