@@ -368,8 +368,7 @@ class FlowTable:
             ordinal += 1
             captured = len(data)
             if link_type != ethernet or captured < min_frame:
-                general(ts, link_type, orig_len, data, ordinal, skipped)
-                next_sweep = self._next_sweep
+                next_sweep = general(ts, link_type, orig_len, data, ordinal, skipped)
                 continue
             # 1. Its case: IPv4 without options or fragments, or IPv6 with TCP as the first
             #    next header; lengths that hold (pcapng may claim more captured bytes than were
@@ -380,20 +379,17 @@ class FlowTable:
             if data[12] != 0x86:
                 et, vihl, total, frag, proto, key, seq, ack, doff, flags = unpack(data)
                 if et != eth_ipv4 or vihl != ipv4_plain or proto != tcp_proto or frag & fragment:
-                    general(ts, link_type, orig_len, data, ordinal, skipped)
-                    next_sweep = self._next_sweep
+                    next_sweep = general(ts, link_type, orig_len, data, ordinal, skipped)
                     continue
                 ip = 20
             elif captured < min_frame_v6:
-                general(ts, link_type, orig_len, data, ordinal, skipped)
-                next_sweep = self._next_sweep
+                next_sweep = general(ts, link_type, orig_len, data, ordinal, skipped)
                 continue
             else:
                 et, vtc, total, proto, key, seq, ack, doff, flags = unpack_v6(data)
                 # (A zero payload length is a jumbogram or a TSO capture: the general path.)
                 if et != eth_ipv6 or vtc & 0xF0 != 0x60 or proto != tcp_proto or not total:
-                    general(ts, link_type, orig_len, data, ordinal, skipped)
-                    next_sweep = self._next_sweep
+                    next_sweep = general(ts, link_type, orig_len, data, ordinal, skipped)
                     continue
                 ip = 40
                 total += 40
@@ -406,13 +402,11 @@ class FlowTable:
                 or total + 14 > captured
                 or total + 14 > orig_len
             ):
-                general(ts, link_type, orig_len, data, ordinal, skipped)
-                next_sweep = self._next_sweep
+                next_sweep = general(ts, link_type, orig_len, data, ordinal, skipped)
                 continue
             conn, direction, asm, other, sums = entry
             if ts - conn.last_ts > idle or other.held_bytes:
-                general(ts, link_type, orig_len, data, ordinal, skipped)
-                next_sweep = self._next_sweep
+                next_sweep = general(ts, link_type, orig_len, data, ordinal, skipped)
                 continue
             plen = total - ip - tcp
             if plen:
@@ -420,8 +414,7 @@ class FlowTable:
                 base = asm.base
                 start = asm.next
                 if base is None or asm.held_bytes or seq != (base + start) & seq_mask:
-                    general(ts, link_type, orig_len, data, ordinal, skipped)
-                    next_sweep = self._next_sweep
+                    next_sweep = general(ts, link_type, orig_len, data, ordinal, skipped)
                     continue
                 conn.last_ts = ts
                 conn.last_ordinal = ordinal
@@ -447,13 +440,11 @@ class FlowTable:
                 # 3. A pure ACK of bytes already seen, past the handshake, before any FIN.
                 other_base = other.base
                 if other_base is None:
-                    general(ts, link_type, orig_len, data, ordinal, skipped)
-                    next_sweep = self._next_sweep
+                    next_sweep = general(ts, link_type, orig_len, data, ordinal, skipped)
                     continue
                 rel = (ack - other_base) & seq_mask
                 if not rel or other.fin_offset is not None:
-                    general(ts, link_type, orig_len, data, ordinal, skipped)
-                    next_sweep = self._next_sweep
+                    next_sweep = general(ts, link_type, orig_len, data, ordinal, skipped)
                     continue
                 if transport_only:
                     # Every stream byte is undecoded, and ACKs of undecoded bytes are control.
@@ -472,8 +463,7 @@ class FlowTable:
                         newest += seq_mod
                     newest -= 1
                     if not 0 <= newest < ahead:
-                        general(ts, link_type, orig_len, data, ordinal, skipped)
-                        next_sweep = self._next_sweep
+                        next_sweep = general(ts, link_type, orig_len, data, ordinal, skipped)
                         continue
                     conn.ledger.pure_ack(direction, newest, orig_len - total, ip, tcp)
                     conn.last_ts = ts
@@ -494,13 +484,17 @@ class FlowTable:
         data: bytes,
         ordinal: int,
         skipped: Counter[str],
-    ) -> None:
-        """Any frame, the general way (a frame that is no TCP segment: its reason counted)."""
+    ) -> float:
+        """Any frame, the general way (a frame that is no TCP segment: its reason counted).
+
+        Returns the time of the next sweep, which the packet may have moved (``run`` keeps it
+        in a local)."""
         seg = decode(link_type, data, orig_len)
         if type(seg) is str:
             skipped[seg] += 1
-            return
-        self.packet(seg, ts, ordinal, orig_len)  # type: ignore[arg-type]
+        else:
+            self.packet(seg, ts, ordinal, orig_len)  # type: ignore[arg-type]
+        return self._next_sweep
 
     # -- the hot path -----------------------------------------------------------------------
 

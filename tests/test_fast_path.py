@@ -140,7 +140,7 @@ def test_fast_path_takes_most_packets_of_a_keepalive_capture(
     general_calls = 0
     original = FlowTable._general
 
-    def counting(self: FlowTable, *args: Any) -> int:
+    def counting(self: FlowTable, *args: Any) -> float:
         nonlocal general_calls
         general_calls += 1
         return original(self, *args)
