@@ -30,13 +30,19 @@ from analyzer.events import (
     StreamDecoder,
 )
 from analyzer.options import AnalyzeOptions
-from analyzer.packets import decode
+from analyzer.packets import (
+    ACK,
+    ETHERTYPE_IPV4,
+    ETHERTYPE_IPV6,
+    FIN,
+    IPPROTO_TCP,
+    IPV4_FRAGMENT_MASK,
+    LINKTYPE_ETHERNET,
+    RST,
+    SYN,
+    decode,
+)
 from analyzer.reassembly import SEQ_MOD, Piece, StreamAssembler
-
-FIN = 0x01
-SYN = 0x02
-RST = 0x04
-ACK = 0x10
 
 #: Capture seconds a closed connection (FIN both ways, or RST) stays in the table so that late
 #: ACKs and retransmitted FINs still land in it instead of starting a phantom connection.
@@ -64,16 +70,11 @@ _ETH_IPV4_TCP = struct.Struct("!12xHBxHxxHxBxx12sIIBB")
 #: the TCP fields as above (RFC 8200 section 3).
 _ETH_IPV6_TCP = struct.Struct("!12xHBxxxHBx36sIIBB")
 _FAST_MIN_FRAME_V6 = 14 + 40 + 20
-_ETHERTYPE_IPV6 = 0x86DD
 #: Source and destination ports as they follow the addresses in a flow key.
 _PORTS = struct.Struct("!HH")
 #: Frames shorter than Ethernet + IPv4 + TCP headers cannot take the fast path.
 _FAST_MIN_FRAME = 14 + 20 + 20
-_LINKTYPE_ETHERNET = 1
-_ETHERTYPE_IPV4 = 0x0800
 _IPV4_NO_OPTIONS = 0x45
-_IPPROTO_TCP = 6
-_IPV4_FRAGMENT_MASK = 0x3FFF
 _SEQ_MASK = SEQ_MOD - 1
 #: The transport-only fast path's sums per direction (``Connection.fast``): data segments,
 #: their wire bytes, IP datagram bytes and TCP header bytes; pure ACKs, their wire bytes and
@@ -185,24 +186,6 @@ class Connection:
             self.decoder = decoder.inner
         eof = self.eof_pending[direction]
         if eof is not None and delivered[direction] >= self.asm[direction].next:
-            self._release_eof(direction)
-
-    def feed_data(self, direction: int, data: bytes, ordinal: int, ts: float) -> None:
-        """``feed`` of one in-order piece of data: the fast path's case, without a list."""
-        self.delivered[direction] += len(data)
-        try:
-            events = self.decoder.feed(direction, data, ordinal, ts)
-            if events:
-                self.ledger.apply(events)
-        except Exception:  # any decoder failure becomes an anomaly, never a traceback
-            self._decoder_failed()
-        decoder = self.decoder  # (after a failure, the opaque decoder that replaced it)
-        if type(decoder) is DetectingDecoder and decoder.inner is not None:
-            self.decoder = decoder.inner
-        if (
-            self.eof_pending[direction] is not None
-            and self.delivered[direction] >= self.asm[direction].next
-        ):
             self._release_eof(direction)
 
     def eof_after(self, direction: int, ordinal: int, ts: float) -> None:
@@ -330,11 +313,12 @@ class FlowTable:
         """Feed every captured frame to the table; (frames, TCP segments among them).
 
         Most frames are an established connection's in-order data segment or pure ACK over
-        Ethernet and IPv4 without options.  Those take the fused path below: one ``unpack_from``
-        reads all of their headers, and the table, reassembly and ledger are updated inline,
-        about a third of the cost of the general path (``decode`` then ``packet``), which every
-        other frame takes.  The fast path mutates nothing until it knows the frame is its case,
-        so falling back at any test is always safe; tests compare the two paths' results.
+        Ethernet and IPv4 without options or IPv6.  Those take the fused path below: one
+        ``unpack_from`` reads all of their headers, and the connection is updated inline (in
+        transport-only mode, per-direction sums that ``Connection.fold_fast`` charges at the
+        end).  Every other frame takes the general path (``decode`` then ``packet``).  The fast
+        path mutates nothing until it knows the frame is its case, so falling back at any test
+        is always safe; tests/test_fast_path.py compares the two paths' results.
         """
         unpack = _ETH_IPV4_TCP.unpack_from
         unpack_v6 = _ETH_IPV6_TCP.unpack_from
@@ -346,13 +330,13 @@ class FlowTable:
         # Locals, not module constants, in the loop: LOAD_FAST is the cheapest load.
         ethernet, eth_ipv4, eth_ipv6, ipv4_plain, tcp_proto = (
             # (No link type is -1: with the fast path off, every frame takes the general path.)
-            _LINKTYPE_ETHERNET if self._options.fast_path else -1,
-            _ETHERTYPE_IPV4,
-            _ETHERTYPE_IPV6,
+            LINKTYPE_ETHERNET if self._options.fast_path else -1,
+            ETHERTYPE_IPV4,
+            ETHERTYPE_IPV6,
             _IPV4_NO_OPTIONS,
-            _IPPROTO_TCP,
+            IPPROTO_TCP,
         )
-        fragment, flag_mask, ack_only = _IPV4_FRAGMENT_MASK, SYN | FIN | RST | ACK, ACK
+        fragment, flag_mask, ack_only = IPV4_FRAGMENT_MASK, SYN | FIN | RST | ACK, ACK
         seq_mask, min_frame, min_frame_v6 = _SEQ_MASK, _FAST_MIN_FRAME, _FAST_MIN_FRAME_V6
         seq_mod, half_seq = SEQ_MOD, _HALF_SEQ
         fast_data, fast_data_wire, fast_data_total, fast_data_tcp = (
@@ -432,7 +416,7 @@ class FlowTable:
                     conn.wire[direction] += orig_len
                     ledger = conn.ledger
                     ledger.note_data(ordinal, direction)
-                    conn.feed_data(direction, data[14 + ip + tcp : 14 + total], ordinal, ts)
+                    conn.feed(direction, [data[14 + ip + tcp : 14 + total]], ordinal, ts)
                     ledger.data_packet(direction, start, plen, plen, orig_len - total, ip, tcp)
                     if other.base is not None:
                         ledger.note_acked(1 - direction, other.offset(ack))
