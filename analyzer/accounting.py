@@ -274,6 +274,7 @@ class ConnectionLedger:
         spans = side.spans
         if spans and wire_end == captured_end:
             # The common case: every byte inside the newest span, one owner, one layer.
+            # (``_settle_one_owner`` covers it too, 1.3% slower on the HTTP/1.1 bench.)
             s_start, s_end, owner, layer = spans[-1]
             if s_start <= start and captured_end <= s_end and start >= side.origin:
                 row = rows.get(owner)
