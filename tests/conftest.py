@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-PUBLIC = (ROOT / ".." / "shared" / "captures-public").resolve()
+PUBLIC = ROOT / "captures" / "public"
 CAPTURES = ROOT / "captures"
 
 
@@ -65,5 +65,5 @@ def public_captures() -> list[Path]:
 @pytest.fixture(scope="session")
 def public_dir() -> Path:
     if not PUBLIC.is_dir():
-        pytest.fail(f"{PUBLIC} is missing: the shared public captures are part of the test data")
+        pytest.fail(f"{PUBLIC} is missing: the public captures are part of the repository")
     return PUBLIC

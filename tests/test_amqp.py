@@ -51,7 +51,7 @@ except ModuleNotFoundError:  # pytest's default "prepend" import mode puts tests
         run,
     )
 
-CAPTURES = Path("/work/shared/captures-public")
+CAPTURES = Path(__file__).resolve().parents[1] / "captures" / "public"
 
 
 def make() -> AmqpDecoder:

@@ -39,7 +39,7 @@ from analyzer.capture import (
 )
 from analyzer.errors import CaptureError
 
-PUBLIC = Path(__file__).resolve().parent.parent.parent / "shared" / "captures-public"
+PUBLIC = Path(__file__).resolve().parents[1] / "captures" / "public"
 
 ETHERNET = 1
 RAW_IP = 101

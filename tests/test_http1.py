@@ -42,7 +42,7 @@ except ModuleNotFoundError:  # pytest's default "prepend" import mode puts tests
         run,
     )
 
-CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "captures-public"
+CAPTURES = Path(__file__).resolve().parents[1] / "captures" / "public"
 
 
 def make() -> Http1Decoder:

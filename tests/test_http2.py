@@ -62,7 +62,7 @@ else:
     except ModuleNotFoundError:  # tests/ is no package: pytest put tests/ itself on sys.path
         from decoder_harness import Result, Step, all_ways, check, run
 
-CAPTURES = Path("/work/shared/captures-public")
+CAPTURES = Path(__file__).resolve().parents[1] / "captures" / "public"
 
 
 class Made:

@@ -9,8 +9,8 @@ import pytest
 from analyzer.errors import UsageError
 from analyzer.keylog import LABELS, KeyLog
 
-WIRESHARK = Path("/work/shared/captures-public/wireshark")
-SCAPY = Path("/work/shared/captures-public/scapy")
+WIRESHARK = Path(__file__).resolve().parents[1] / "captures" / "public" / "wireshark"
+SCAPY = Path(__file__).resolve().parents[1] / "captures" / "public" / "scapy"
 
 RANDOM_A = bytes(range(32))
 RANDOM_B = bytes(range(32, 64))

@@ -45,7 +45,7 @@ from analyzer.packets import (
     format_endpoint,
 )
 
-CAPTURES = Path("/work/shared/captures-public")
+CAPTURES = Path(__file__).resolve().parents[1] / "captures" / "public"
 
 V4_SRC = bytes([10, 0, 0, 1])
 V4_DST = bytes([10, 0, 0, 2])

@@ -1,4 +1,4 @@
-"""Every public capture (../shared/captures-public): conservation, and tshark's second opinion."""
+"""Every public capture (captures/public): conservation, and tshark's second opinion."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """TLS records and handshakes (analyzer/tls.py), told as conversations.
 
 Three kinds of evidence: literal records built here (every contract rule, cut at every offset),
-real captures from ../shared/captures-public fed per direction as tshark's ``follow,tcp,raw``
+real captures from captures/public fed per direction as tshark's ``follow,tcp,raw``
 gives them (compared with the README's TShark figures), and live TLS made in memory by Python's
 ``ssl`` module (OpenSSL) with a key log, decrypted back to the bytes that were sent.
 """
@@ -62,7 +62,7 @@ except ModuleNotFoundError:  # pytest's default "prepend" import mode puts tests
         run,
     )
 
-CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "captures-public"
+CAPTURES = Path(__file__).resolve().parents[1] / "captures" / "public"
 ORIG, RESP = 0, 1
 
 # --- literal records ------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from analyzer.tlscrypto import (
     tls13_next_secret,
 )
 
-CAPTURES = Path("/work/shared/captures-public")
+CAPTURES = Path(__file__).resolve().parents[1] / "captures" / "public"
 TESTS = Path(__file__).resolve().parent
 
 CCS, ALERT, HANDSHAKE, APP_DATA = 20, 21, 22, 23
