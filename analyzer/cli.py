@@ -14,6 +14,7 @@ from typing import IO, TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
+from analyzer.detect import REGISTRY
 from analyzer.errors import UsageError, WireprobeError
 from analyzer.options import AnalyzeOptions, DecodeOptions
 
@@ -29,7 +30,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-PROTOCOLS = ("http1", "http2", "amqp", "tls")
+#: ``--port PROTO=PORT`` choices: every registered protocol (analyzer/detect.py).
+PROTOCOLS = REGISTRY.names
 
 
 @app.callback()
@@ -187,7 +189,7 @@ def generate(
     preset: Annotated[
         str | None, typer.Option(help="A named scenario; other options override its fields.")
     ] = None,
-    protocol: Annotated[str | None, typer.Option(help="http1, http2 or amqp.")] = None,
+    protocol: Annotated[str | None, typer.Option(help="http1, http2, amqp or mqtt.")] = None,
     tls: Annotated[str | None, typer.Option(help="off, 1.2 or 1.3.")] = None,
     messages: Annotated[int | None, typer.Option(help="Messages in all.")] = None,
     per_connection: Annotated[
@@ -200,6 +202,7 @@ def generate(
     amqp_mode: Annotated[
         str | None, typer.Option(help="publish, confirm, confirm-async or consume.")
     ] = None,
+    mqtt_qos: Annotated[int | None, typer.Option(help="MQTT QoS of each PUBLISH: 0, 1, 2.")] = None,
     resume: Annotated[
         bool | None, typer.Option("--resume", help="Reconnects resume the TLS session.")
     ] = None,
@@ -233,6 +236,7 @@ def generate(
         "payload": payload,
         "concurrency": concurrency,
         "amqp_mode": amqp_mode,
+        "mqtt_qos": mqtt_qos,
         "resume": resume,
         "mtu": mtu,
         "rtt_ms": rtt_ms,
