@@ -54,6 +54,8 @@ class MessageInfo:
     kind: str
     #: whether the sender gets an answer it may wait for (fire-and-forget publishes do not)
     answered: bool
+    #: waits the answer ends (2 for MQTT QoS 2: PUBREC, then PUBCOMP after PUBREL)
+    waits: int = 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -6,9 +6,10 @@ from dataclasses import dataclass, replace
 
 from analyzer.errors import UsageError
 
-PROTOCOLS = ("http1", "http2", "amqp")
+PROTOCOLS = ("http1", "http2", "amqp", "mqtt")
 TLS_MODES = ("off", "1.2", "1.3")
 AMQP_MODES = ("publish", "confirm", "confirm-async", "consume")
+MQTT_QOS_LEVELS = (0, 1, 2)
 
 #: RFC 791 section 3.1: every IPv4 host must accept 576-byte datagrams, so no path MTU is lower.
 MIN_MTU = 576
@@ -28,7 +29,7 @@ MAX_RTT_MS = 60_000.0
 class Scenario:
     """One synthetic traffic scenario (the options of ``wireprobe generate``)."""
 
-    #: "http1", "http2" or "amqp"
+    #: "http1", "http2", "amqp" or "mqtt"
     protocol: str = "http1"
     #: "off", "1.2" or "1.3"
     tls: str = "off"
@@ -42,6 +43,8 @@ class Scenario:
     concurrency: int = 1
     #: AMQP only: "publish", "confirm", "confirm-async" or "consume" (None: "confirm")
     amqp_mode: str | None = None
+    #: MQTT only: QoS of every PUBLISH, 0, 1 or 2 (None: 1)
+    mqtt_qos: int | None = None
     #: reconnects resume the TLS session (tickets)
     resume: bool = False
     #: IP MTU of the path in bytes
@@ -89,6 +92,15 @@ def _problems(s: Scenario) -> list[str]:
             "--amqp-mode applies to --protocol amqp only",
         ),
         (s.amqp_mode is None or s.amqp_mode in AMQP_MODES, f"--amqp-mode: {'|'.join(AMQP_MODES)}"),
+        (
+            s.mqtt_qos is None or s.protocol == "mqtt",
+            "--mqtt-qos applies to --protocol mqtt only",
+        ),
+        (s.mqtt_qos is None or s.mqtt_qos in MQTT_QOS_LEVELS, "--mqtt-qos must be 0, 1 or 2"),
+        (
+            s.concurrency == 1 or s.protocol != "mqtt",
+            "--concurrency applies to HTTP only (MQTT keeps one PUBLISH in flight)",
+        ),
         (not s.resume or s.tls != "off", "--resume needs --tls 1.2 or 1.3"),
         (MIN_MTU <= s.mtu <= MAX_MTU, f"--mtu must be between {MIN_MTU} and {MAX_MTU}"),
         (0.0 < s.rtt_ms <= MAX_RTT_MS, f"--rtt-ms must be > 0 and <= {MAX_RTT_MS:g}"),

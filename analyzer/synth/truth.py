@@ -157,7 +157,8 @@ def _round_trips(laid: Laid, timing: _Timing, facts: ConnectionFacts) -> tuple[i
         for i, s in enumerate(laid.segments)
         if s.payload and not s.retransmission
     ]
-    return setup_round_trips(True, data_packets, bound), message_round_trips(timings)
+    waits = {m: info.waits for m, info in enumerate(facts.messages) if info.waits != 1}
+    return setup_round_trips(True, data_packets, bound), message_round_trips(timings, waits)
 
 
 def _directions(segments: Sequence[Segment]) -> dict[str, dict[str, int]]:
