@@ -265,7 +265,7 @@ def generate(
 @app.command()
 def capture(
     output: Annotated[Path, typer.Option("--output", "-o", help="pcap to write.")],
-    protocol: Annotated[str, typer.Option(help="http1, http2 or amqp.")] = "http1",
+    protocol: Annotated[str, typer.Option(help="http1, http2, amqp or mqtt.")] = "http1",
     tls: Annotated[str, typer.Option(help="off, 1.2 or 1.3 (HTTP only).")] = "off",
     messages: Annotated[int, typer.Option(help="Messages in all.")] = 10,
     per_connection: Annotated[
@@ -281,6 +281,10 @@ def capture(
     amqp_url: Annotated[
         str, typer.Option(help="The broker.")
     ] = "amqp://guest:guest@127.0.0.1:5672/",
+    mqtt_qos: Annotated[int | None, typer.Option(help="MQTT QoS of each PUBLISH: 0, 1, 2.")] = None,
+    mqtt_broker: Annotated[str, typer.Option(help="The MQTT broker, HOST:PORT.")] = (
+        "127.0.0.1:1883"
+    ),
     mtu: Annotated[
         int | None,
         typer.Option(help="1500: the client in a network namespace behind a veth pair (root)."),
@@ -313,6 +317,8 @@ def capture(
             concurrency=concurrency,
             amqp_mode=amqp_mode,
             amqp_url=amqp_url,
+            mqtt_qos=mqtt_qos,
+            mqtt_broker=mqtt_broker,
             mtu=mtu,
             output=output,
             keylog=keylog,

@@ -7,7 +7,11 @@ say exactly which bytes are framing and which are payload.
 
 from __future__ import annotations
 
+import shutil
 import struct
+import subprocess
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -83,7 +87,7 @@ def ack(kind: int, pid: int) -> bytes:
     return packet(kind, 0x02 if kind == 6 else 0, struct.pack(">H", pid))
 
 
-PUBACK, PUBREC, PUBREL, PUBCOMP = 4, 5, 6, 7
+PUBLISH_TYPE, PUBACK, PUBREC, PUBREL, PUBCOMP = 3, 4, 5, 6, 7
 
 
 def layer_of(result: Any, owner: int, layer: int) -> int:
@@ -309,7 +313,7 @@ def test_gap_loses_framing_but_not_inside_a_streamed_payload(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(decoder, "MAX_BUFFERED_PACKET_BYTES", 16)
-    pub, size = publish(b"g", bytes(200))
+    pub, _ = publish(b"g", bytes(200))
     dec = make()
     events = dec.feed(ORIG, connect() + pub[:50], 1, 1.0)
     events += dec.gap(ORIG, 100, 2, 2.0)
@@ -423,7 +427,8 @@ def test_against_paho_encoder(level: int) -> None:
     calls: list[tuple[str, Any]] = [("_send_connect", (30,))]
     for qos, body in enumerate(payloads):
         info = MQTTMessageInfo(qos + 1)
-        calls.append(("_send_publish", (qos + 1, b"paho/topic", body, qos, False, False, info, props)))
+        args = (qos + 1, b"paho/topic", body, qos, False, False, info, props)
+        calls.append(("_send_publish", args))
     client_bytes = paho_bytes(level, calls)
     replies = paho_bytes(level, [("_send_command_with_mid", (P_REL, 3, False))])
     broker = (CONNACK5 if level == 5 else CONNACK) + ack(PUBACK, 2) + ack(PUBREC, 3)
@@ -441,3 +446,35 @@ def test_against_paho_encoder(level: int) -> None:
         assert layer_of(whole, message.message, PAYLOAD) == len(body)
         assert whole.notes[message.message]["topic"] == "paho/topic"
     assert [a.waits for a in whole.answered] == [1, 2]
+
+
+# ---------------------------------------------------------------- goldens against tshark
+
+MQTT_GOLDENS = sorted((Path(__file__).resolve().parents[1] / "captures").glob("*mqtt*.pcap"))
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+@pytest.mark.parametrize("capture", MQTT_GOLDENS, ids=[p.name for p in MQTT_GOLDENS])
+def test_goldens_count_what_tshark_dissects(capture: Path) -> None:
+    """Messages = tshark's PUBLISH packets; round trips per message = the QoS's waits."""
+    from conftest import analyze_json, check_conservation
+
+    from analyzer.keylog import KeyLog
+
+    keys = capture.with_suffix(".keys")
+    command = ["tshark", "-r", str(capture), "-Y", "mqtt", "-T", "fields", "-e", "mqtt.msgtype"]
+    keylog = KeyLog()
+    if keys.exists():
+        command[3:3] = ["-o", f"tls.keylog_file:{keys}"]
+        keylog.load(str(keys))
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    types = Counter(int(t) for line in out.split() for t in line.split(","))
+    result = analyze_json([capture], keylog=keylog)
+    check_conservation(result)
+    [conn] = result["connections"]
+    assert conn["protocol"] == "mqtt" and not conn["anomalies"]
+    assert conn["messages"] == types[PUBLISH_TYPE] > 0
+    qos = 2 if types[PUBREC] else 1 if types[PUBACK] else 0
+    assert {m["round_trips"] for m in result["messages"]} == {float(qos)}
+    # TCP, TLS 1.3's one turn, then CONNECT / CONNACK
+    assert conn["setup_round_trips"] == 2 + (conn["tls"] is not None)

@@ -75,5 +75,6 @@ def test_cli_generate_mqtt(tmp_path: Path) -> None:
     done = CliRunner().invoke(app, args)
     assert done.exit_code == 0, done.output
     assert out.stat().st_size > 0
-    done = CliRunner().invoke(app, ["generate", "--protocol", "mqtt", "--mqtt-qos", "5", "-o", str(tmp_path / "x")])
+    bad = ["generate", "--protocol", "mqtt", "--mqtt-qos", "5", "-o", str(tmp_path / "x")]
+    done = CliRunner().invoke(app, bad)
     assert done.exit_code == 2

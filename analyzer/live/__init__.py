@@ -34,6 +34,8 @@ from analyzer.live.amqp import AMQP_PORT, AmqpPlan, broker_port, check_broker, p
 from analyzer.live.client import encode_plan
 from analyzer.live.eventloop import run_in_private_loop
 from analyzer.live.http import HttpPlan, listening_socket, run_http
+from analyzer.live.mqtt import MqttPlan, broker_address, run_mqtt
+from analyzer.live.mqtt import check_broker as check_mqtt_broker
 from analyzer.live.netns import Namespace, namespace_for, network_namespace, relay, run_client
 from analyzer.live.options import LiveOptions
 from analyzer.live.plan import Expected, Sent, expected
@@ -127,6 +129,14 @@ def _run_capture(options: LiveOptions) -> LiveResult:
         keylog.unlink(missing_ok=True)
     if options.protocol == "amqp":
         check_broker(options.amqp_url)
+    if options.protocol == "mqtt":
+        check_mqtt_broker(options.mqtt_broker)
+        return _record(
+            options,
+            LOOPBACK_INTERFACE,
+            broker_address(options.mqtt_broker)[1],
+            lambda clients: run_mqtt(_mqtt_plan(options), clients.append),
+        )
     if options.mtu is not None:
         return _run_in_namespace(options, options.mtu)
     if options.protocol == "amqp":
@@ -168,6 +178,16 @@ def _amqp_plan(options: LiveOptions, url: str) -> AmqpPlan:
     return AmqpPlan(
         url=url,
         mode=options.mode,
+        messages=options.messages,
+        per_connection=options.messages_per_connection,
+        payload=options.payload,
+    )
+
+
+def _mqtt_plan(options: LiveOptions) -> MqttPlan:
+    return MqttPlan(
+        broker=options.mqtt_broker,
+        qos=1 if options.mqtt_qos is None else options.mqtt_qos,
         messages=options.messages,
         per_connection=options.messages_per_connection,
         payload=options.payload,

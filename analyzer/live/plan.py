@@ -68,6 +68,8 @@ def message_kind(options: LiveOptions) -> str:
     """The kind of message the analyzer reports for this scenario (DESIGN.md section 2)."""
     if options.protocol == "amqp":
         return AMQP_KINDS[options.mode]
+    if options.protocol == "mqtt":
+        return "publish"
     return MESSAGE_KINDS[options.protocol]
 
 
