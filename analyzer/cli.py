@@ -265,7 +265,7 @@ def generate(
 @app.command()
 def capture(
     output: Annotated[Path, typer.Option("--output", "-o", help="pcap to write.")],
-    protocol: Annotated[str, typer.Option(help="http1, http2, amqp or mqtt.")] = "http1",
+    protocol: Annotated[str, typer.Option(help="http1, http2, amqp, mqtt or nats.")] = "http1",
     tls: Annotated[str, typer.Option(help="off, 1.2 or 1.3 (HTTP only).")] = "off",
     messages: Annotated[int, typer.Option(help="Messages in all.")] = 10,
     per_connection: Annotated[
@@ -285,6 +285,7 @@ def capture(
     mqtt_broker: Annotated[str, typer.Option(help="The MQTT broker, HOST:PORT.")] = (
         "127.0.0.1:1883"
     ),
+    nats_server: Annotated[str, typer.Option(help="nats-server, HOST:PORT.")] = "127.0.0.1:4222",
     mtu: Annotated[
         int | None,
         typer.Option(help="1500: the client in a network namespace behind a veth pair (root)."),
@@ -319,6 +320,7 @@ def capture(
             amqp_url=amqp_url,
             mqtt_qos=mqtt_qos,
             mqtt_broker=mqtt_broker,
+            nats_server=nats_server,
             mtu=mtu,
             output=output,
             keylog=keylog,

@@ -229,6 +229,13 @@ REGISTRY = Registry(
             ports=(1883,),
             swapped=_client_opens(_lazy("analyzer.protocols.mqtt:detect_connect")),
         ),
+        ProtocolSpec(
+            name="nats",
+            title="NATS",
+            decoder="analyzer.protocols.nats:NatsDecoder",
+            opening=_lazy("analyzer.protocols.nats:detect_opening"),
+            ports=(4222,),
+        ),
     )
 )
 

@@ -36,6 +36,7 @@ from analyzer.live.eventloop import run_in_private_loop
 from analyzer.live.http import HttpPlan, listening_socket, run_http
 from analyzer.live.mqtt import MqttPlan, broker_address, run_mqtt
 from analyzer.live.mqtt import check_broker as check_mqtt_broker
+from analyzer.live.nats import NatsPlan, run_nats
 from analyzer.live.netns import Namespace, namespace_for, network_namespace, relay, run_client
 from analyzer.live.options import LiveOptions
 from analyzer.live.plan import Expected, Sent, expected
@@ -137,6 +138,13 @@ def _run_capture(options: LiveOptions) -> LiveResult:
             broker_address(options.mqtt_broker)[1],
             lambda clients: run_mqtt(_mqtt_plan(options), clients.append),
         )
+    if options.protocol == "nats":
+        return _record(
+            options,
+            LOOPBACK_INTERFACE,
+            broker_address(options.nats_server)[1],
+            lambda clients: run_nats(_nats_plan(options), clients.append),
+        )
     if options.mtu is not None:
         return _run_in_namespace(options, options.mtu)
     if options.protocol == "amqp":
@@ -188,6 +196,15 @@ def _mqtt_plan(options: LiveOptions) -> MqttPlan:
     return MqttPlan(
         broker=options.mqtt_broker,
         qos=1 if options.mqtt_qos is None else options.mqtt_qos,
+        messages=options.messages,
+        per_connection=options.messages_per_connection,
+        payload=options.payload,
+    )
+
+
+def _nats_plan(options: LiveOptions) -> NatsPlan:
+    return NatsPlan(
+        server=options.nats_server,
         messages=options.messages,
         per_connection=options.messages_per_connection,
         payload=options.payload,

@@ -7,12 +7,14 @@ from pathlib import Path
 
 from analyzer.errors import UsageError
 
-PROTOCOLS = ("http1", "http2", "amqp", "mqtt")
+PROTOCOLS = ("http1", "http2", "amqp", "mqtt", "nats")
 TLS_MODES = ("off", "1.2", "1.3")
 AMQP_MODES = ("publish", "confirm", "consume")
 MQTT_QOS_LEVELS = (0, 1, 2)
 #: Mosquitto's default listener on loopback (analyzer.live.mqtt).
 DEFAULT_MQTT_BROKER = "127.0.0.1:1883"
+#: nats-server's default client port on loopback (analyzer.live.nats).
+DEFAULT_NATS_SERVER = "127.0.0.1:4222"
 #: RabbitMQ's guest user may only log in over loopback, which is where the default broker is.
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 #: A live run keeps every captured frame in memory until it writes the pcap; 100 000 messages
@@ -50,6 +52,8 @@ class LiveOptions:
     mqtt_qos: int | None = None
     #: the MQTT broker, "host:port" (MQTT only)
     mqtt_broker: str = DEFAULT_MQTT_BROKER
+    #: nats-server, "host:port" (NATS only)
+    nats_server: str = DEFAULT_NATS_SERVER
     #: IP MTU of the client's path; None: loopback (64 KiB segments)
     mtu: int | None = None
     #: where the recording goes
@@ -117,8 +121,9 @@ def _problems(o: LiveOptions) -> list[str]:
         (o.mqtt_qos is None or o.protocol == "mqtt", "--mqtt-qos applies to --protocol mqtt"),
         (o.mqtt_qos is None or o.mqtt_qos in MQTT_QOS_LEVELS, "--mqtt-qos must be 0, 1 or 2"),
         (
-            o.protocol != "mqtt" or (o.tls == "off" and o.mtu is None and o.concurrency == 1),
-            "--protocol mqtt records in clear on loopback, one PUBLISH in flight: "
+            o.protocol not in ("mqtt", "nats")
+            or (o.tls == "off" and o.mtu is None and o.concurrency == 1),
+            f"--protocol {o.protocol} records in clear on loopback, one connection at a time: "
             "no --tls, --mtu or --concurrency",
         ),
         (o.keylog is None or o.tls != "off", "--keylog needs --tls 1.2 or 1.3"),

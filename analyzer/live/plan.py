@@ -68,8 +68,8 @@ def message_kind(options: LiveOptions) -> str:
     """The kind of message the analyzer reports for this scenario (DESIGN.md section 2)."""
     if options.protocol == "amqp":
         return AMQP_KINDS[options.mode]
-    if options.protocol == "mqtt":
-        return "publish"
+    if options.protocol in ("mqtt", "nats"):
+        return "publish"  # NATS: and as many "deliver", its subscription's copies
     return MESSAGE_KINDS[options.protocol]
 
 
@@ -80,7 +80,8 @@ def expected(options: LiveOptions) -> Expected:
     tls = options.tls != "off"
     return Expected(
         connections=connections,
-        messages=options.messages,
+        # NATS: each connection is delivered its own publishes back (analyzer.live.nats)
+        messages=options.messages * (2 if options.protocol == "nats" else 1),
         tcp_handshakes=connections,
         # The client keeps no session cache (analyzer.live.http), so none is resumed.
         tls_full_handshakes=connections if tls else 0,
