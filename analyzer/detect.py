@@ -236,6 +236,12 @@ REGISTRY = Registry(
             opening=_lazy("analyzer.protocols.nats:detect_opening"),
             ports=(4222,),
         ),
+        # Reached only through an HTTP/1.1 Upgrade (analyzer/protocols/http1.py): no opening.
+        ProtocolSpec(
+            name="websocket",
+            title="WebSocket",
+            decoder="analyzer.protocols.websocket:WebSocketDecoder",
+        ),
     )
 )
 
