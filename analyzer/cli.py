@@ -282,6 +282,9 @@ def capture(
         str, typer.Option(help="The broker.")
     ] = "amqp://guest:guest@127.0.0.1:5672/",
     mqtt_qos: Annotated[int | None, typer.Option(help="MQTT QoS of each PUBLISH: 0, 1, 2.")] = None,
+    mqtt_version: Annotated[
+        int, typer.Option(help="MQTT 4 (3.1.1) or 5 (subscribes to its own topic, aliases it).")
+    ] = 4,
     mqtt_broker: Annotated[str, typer.Option(help="The MQTT broker, HOST:PORT.")] = (
         "127.0.0.1:1883"
     ),
@@ -319,6 +322,7 @@ def capture(
             amqp_mode=amqp_mode,
             amqp_url=amqp_url,
             mqtt_qos=mqtt_qos,
+            mqtt_version=mqtt_version,
             mqtt_broker=mqtt_broker,
             nats_server=nats_server,
             mtu=mtu,

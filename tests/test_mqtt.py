@@ -87,7 +87,7 @@ def ack(kind: int, pid: int) -> bytes:
     return packet(kind, 0x02 if kind == 6 else 0, struct.pack(">H", pid))
 
 
-PUBLISH_TYPE, PUBACK, PUBREC, PUBREL, PUBCOMP = 3, 4, 5, 6, 7
+PUBLISH_TYPE, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBSCRIBE = 3, 4, 5, 6, 7, 8
 
 
 def layer_of(result: Any, owner: int, layer: int) -> int:
@@ -476,5 +476,14 @@ def test_goldens_count_what_tshark_dissects(capture: Path) -> None:
     assert conn["messages"] == types[PUBLISH_TYPE] > 0
     qos = 2 if types[PUBREC] else 1 if types[PUBACK] else 0
     assert {m["round_trips"] for m in result["messages"]} == {float(qos)}
-    # TCP, TLS 1.3's one turn, then CONNECT / CONNACK
-    assert conn["setup_round_trips"] == 2 + (conn["tls"] is not None)
+    # TCP, TLS 1.3's one turn, CONNECT / CONNACK, and SUBSCRIBE / SUBACK when there is one
+    subscribed = types[SUBSCRIBE] > 0
+    assert conn["setup_round_trips"] == 2 + (conn["tls"] is not None) + subscribed
+    kinds = Counter(m["kind"] for m in result["messages"])
+    # The MQTT 5 goldens subscribe to their own topic: each PUBLISH comes back as a deliver.
+    want = {"publish": 10, "deliver": 10} if subscribed else {"publish": conn["messages"]}
+    assert kinds == want
+    if subscribed:  # and name it by a Topic Alias after the first: the topic is still known
+        assert {m["detail"]["topic"] for m in result["messages"]} == {
+            m["detail"]["topic"] for m in result["messages"][:1]
+        }

@@ -81,3 +81,24 @@ def test_no_broker_is_a_usage_error(tmp_path: Path) -> None:
         run_capture(LiveOptions(protocol="mqtt", mqtt_qos=4, output=tmp_path / "y.pcap"))
     with pytest.raises(UsageError, match="no --tls"):
         run_capture(LiveOptions(protocol="mqtt", tls="1.3", output=tmp_path / "z.pcap"))
+
+
+@needs_broker
+def test_live_mqtt5_topic_aliases_and_deliveries(tmp_path: Path) -> None:
+    """MQTT 5 against the real broker: properties in every packet, a Topic Alias standing for
+    the topic, and the broker's deliveries acknowledged by the client (analyzer.live.mqtt)."""
+    result = run_capture(
+        LiveOptions(
+            protocol="mqtt", mqtt_version=5, mqtt_qos=2, messages=3, output=tmp_path / "5.pcap"
+        )
+    )
+    live = analyse(result.pcap, None)
+    check_conservation(live)
+    [conn] = live["connections"]
+    assert conn["anomalies"] == [] and conn["undecoded_bytes"] == 0
+    assert conn["messages"] == result.expected.messages == len(result.sent) == 6
+    kinds = sorted(m["kind"] for m in live["messages"])
+    assert kinds == ["deliver"] * 3 + ["publish"] * 3
+    assert len({m["detail"]["topic"] for m in live["messages"]}) == 1
+    with pytest.raises(UsageError, match="mqtt-version"):
+        run_capture(LiveOptions(protocol="mqtt", mqtt_version=3, output=tmp_path / "v.pcap"))

@@ -196,6 +196,7 @@ def _mqtt_plan(options: LiveOptions) -> MqttPlan:
     return MqttPlan(
         broker=options.mqtt_broker,
         qos=1 if options.mqtt_qos is None else options.mqtt_qos,
+        level=options.mqtt_version,
         messages=options.messages,
         per_connection=options.messages_per_connection,
         payload=options.payload,

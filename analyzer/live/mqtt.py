@@ -3,9 +3,14 @@
 Each recorded connection does what the generator models (``analyzer.synth.mqtt``): CONNECT with a
 clean session, ``per_connection`` PUBLISHes at one QoS with one in flight (each waits for its
 flow to complete: PUBACK at QoS 1, PUBCOMP at QoS 2; QoS 0 only waits for paho to write it), and
-DISCONNECT.  Nobody subscribes to the run's topic, so the broker delivers nothing back and the
-recording holds only the publisher's side of the conversation.  The recorder keeps only the
-recorded connections' frames (by client port), so other clients of the broker stay out.
+DISCONNECT.  With MQTT 3.1.1 (``level`` 4) nobody subscribes to the run's topic, so the broker
+delivers nothing back and the recording holds only the publisher's side.  With MQTT 5 (``level``
+5) the client first subscribes to its own topic at the same QoS and waits until every PUBLISH
+has been delivered back (and acknowledged), and its PUBLISHes after the first name the topic by
+a Topic Alias (section 3.3.2.3.4): the recording then holds both kinds of message, ``publish``
+and ``deliver``, as many of each, and exercises MQTT 5 properties on a real broker.  The
+recorder keeps only the recorded connections' frames (by client port), so other clients of the
+broker stay out.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ KEEP_ALIVE_S = 60
 PUBLISH_TIMEOUT_S = 30.0
 #: Seconds to wait for the broker's TCP accept and CONNACK.
 CONNECT_TIMEOUT_S = 5.0
+#: The Topic Alias an MQTT 5 run gives its topic (any of 1..Mosquitto's max_topic_alias 10).
+TOPIC_ALIAS = 1
+LEVELS = (4, 5)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,6 +49,8 @@ class MqttPlan:
     #: "host:port" of the broker
     broker: str
     qos: int
+    #: protocol level: 4 (MQTT 3.1.1) or 5 (MQTT 5.0)
+    level: int = 4
     messages: int
     per_connection: int
     payload: int
@@ -71,16 +81,17 @@ def topic_name() -> str:
     return f"{TOPIC_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
 
 
-def _client(index: int) -> Any:
+def _client(index: int, level: int) -> Any:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=f"wireprobe-{os.getpid()}-{index}",
-        protocol=mqtt.MQTTv311,
-        clean_session=True,
-    )
+    client_id = f"wireprobe-{os.getpid()}-{index}"
+    if level == 5:  # MQTT 5 has Clean Start in CONNECT instead (paho: connect(clean_start=))
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id, protocol=mqtt.MQTTv5)
+    else:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id, protocol=mqtt.MQTTv311, clean_session=True
+        )
     client.max_inflight_messages_set(1)
     return client
 
@@ -104,28 +115,73 @@ def _connected(client: Any, host: str, port: int) -> None:
         raise RuntimeError(f"the MQTT broker refused or ignored CONNECT: {refused or 'timeout'}")
 
 
+def _wait(event: threading.Event, what: str) -> None:
+    if not event.wait(PUBLISH_TIMEOUT_S):
+        raise RuntimeError(f"the MQTT broker did not {what} in {PUBLISH_TIMEOUT_S:g} s")
+
+
+def _subscribe(client: Any, topic: str, qos: int, count: int) -> threading.Event:
+    """MQTT 5: subscribe to ``topic``; the event is set once ``count`` messages came back."""
+    subscribed, delivered = threading.Event(), threading.Event()
+    got = [0]
+
+    def on_subscribe(*_args: Any) -> None:
+        subscribed.set()
+
+    def on_message(*_args: Any) -> None:
+        got[0] += 1
+        if got[0] == count:
+            delivered.set()
+
+    client.on_subscribe, client.on_message = on_subscribe, on_message
+    client.subscribe(topic, qos)
+    _wait(subscribed, "answer SUBSCRIBE")
+    return delivered
+
+
+def _publish_all(client: Any, plan: MqttPlan, topic: str, count: int) -> None:
+    """``count`` PUBLISHes, one in flight; MQTT 5 names the topic by its alias after the first."""
+    properties = None
+    if plan.level == 5:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        properties.TopicAlias = TOPIC_ALIAS
+    body = b"x" * plan.payload
+    for index in range(count):
+        name = "" if properties is not None and index else topic
+        info = client.publish(name, body, qos=plan.qos, properties=properties)
+        info.wait_for_publish(PUBLISH_TIMEOUT_S)
+        if not info.is_published():
+            raise RuntimeError(f"the broker did not complete a QoS {plan.qos} publish")
+
+
 def run_mqtt(plan: MqttPlan, on_connect: Callable[[tuple[str, int]], None]) -> list[Sent]:
     """Run the scenario; ``on_connect`` gets each recorded connection's client endpoint."""
     host, port = broker_address(plan.broker)
-    body = b"x" * plan.payload
     topic = topic_name()
     sent: list[Sent] = []
     for index, count in enumerate(connection_groups(plan.messages, plan.per_connection)):
-        client = _client(index)
+        client = _client(index, plan.level)
         _connected(client, host, port)
         endpoint: tuple[str, int] = client.socket().getsockname()
         on_connect(endpoint)
+        kinds = ["publish"]
         try:
-            for _ in range(count):
-                info = client.publish(topic, body, qos=plan.qos)
-                info.wait_for_publish(PUBLISH_TIMEOUT_S)
-                if not info.is_published():
-                    raise RuntimeError(f"the broker did not complete a QoS {plan.qos} publish")
+            delivered = None
+            if plan.level == 5:
+                delivered = _subscribe(client, topic, plan.qos, count)
+                kinds.append("deliver")
+            _publish_all(client, plan, topic, count)
+            if delivered is not None:
+                _wait(delivered, f"deliver {count} messages back")
         finally:
             client.disconnect()
             client.loop_stop()
         sent += [
-            Sent(group=index, kind="publish", payload_bytes=plan.payload, client=endpoint)
+            Sent(group=index, kind=kind, payload_bytes=plan.payload, client=endpoint)
+            for kind in kinds
             for _ in range(count)
         ]
     return sent

@@ -50,6 +50,9 @@ class LiveOptions:
     amqp_url: str = DEFAULT_AMQP_URL
     #: MQTT only: QoS of every PUBLISH (None: 1)
     mqtt_qos: int | None = None
+    #: MQTT only: 4 (3.1.1, publish only) or 5 (5.0: a Topic Alias, and the client subscribed
+    #: to its own topic, so each PUBLISH is delivered back; analyzer.live.mqtt)
+    mqtt_version: int = 4
     #: the MQTT broker, "host:port" (MQTT only)
     mqtt_broker: str = DEFAULT_MQTT_BROKER
     #: nats-server, "host:port" (NATS only)
@@ -120,6 +123,8 @@ def _problems(o: LiveOptions) -> list[str]:
         ),
         (o.mqtt_qos is None or o.protocol == "mqtt", "--mqtt-qos applies to --protocol mqtt"),
         (o.mqtt_qos is None or o.mqtt_qos in MQTT_QOS_LEVELS, "--mqtt-qos must be 0, 1 or 2"),
+        (o.mqtt_version in (4, 5), "--mqtt-version must be 4 (3.1.1) or 5"),
+        (o.mqtt_version == 4 or o.protocol == "mqtt", "--mqtt-version applies to mqtt only"),
         (
             o.protocol not in ("mqtt", "nats")
             or (o.tls == "off" and o.mtu is None and o.concurrency == 1),

@@ -73,6 +73,11 @@ def message_kind(options: LiveOptions) -> str:
     return MESSAGE_KINDS[options.protocol]
 
 
+def _delivered_back(options: LiveOptions) -> bool:
+    """NATS and MQTT 5 runs subscribe to their own subject (analyzer.live.nats, .mqtt)."""
+    return options.protocol == "nats" or (options.protocol == "mqtt" and options.mqtt_version == 5)
+
+
 def expected(options: LiveOptions) -> Expected:
     """Connections, messages and handshakes the recording of ``options`` must show."""
     groups = connection_groups(options.messages, options.messages_per_connection)
@@ -80,8 +85,7 @@ def expected(options: LiveOptions) -> Expected:
     tls = options.tls != "off"
     return Expected(
         connections=connections,
-        # NATS: each connection is delivered its own publishes back (analyzer.live.nats)
-        messages=options.messages * (2 if options.protocol == "nats" else 1),
+        messages=options.messages * (2 if _delivered_back(options) else 1),
         tcp_handshakes=connections,
         # The client keeps no session cache (analyzer.live.http), so none is resumed.
         tls_full_handshakes=connections if tls else 0,
