@@ -42,8 +42,10 @@ steps = st.lists(
     st.tuples(st.sampled_from([ORIG, RESP]), st.binary(min_size=1, max_size=64)), max_size=6
 )
 flips = st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 7)), max_size=4)
+#: Examples per run: a few seconds in CI; set the variable for a longer hunt.
+EXAMPLES = int(os.environ.get("WIREPROBE_HOSTILE_EXAMPLES", "300"))
 SETTINGS = settings(
-    max_examples=int(os.environ.get("WIREPROBE_HOSTILE_EXAMPLES", "300")), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 
 
