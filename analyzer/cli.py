@@ -189,7 +189,9 @@ def generate(
     preset: Annotated[
         str | None, typer.Option(help="A named scenario; other options override its fields.")
     ] = None,
-    protocol: Annotated[str | None, typer.Option(help="http1, http2, amqp or mqtt.")] = None,
+    protocol: Annotated[
+        str | None, typer.Option(help="http1, http2, amqp, mqtt or websocket.")
+    ] = None,
     tls: Annotated[str | None, typer.Option(help="off, 1.2 or 1.3.")] = None,
     messages: Annotated[int | None, typer.Option(help="Messages in all.")] = None,
     per_connection: Annotated[

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 from analyzer.errors import UsageError
 
-PROTOCOLS = ("http1", "http2", "amqp", "mqtt")
+PROTOCOLS = ("http1", "http2", "amqp", "mqtt", "websocket")
 TLS_MODES = ("off", "1.2", "1.3")
 AMQP_MODES = ("publish", "confirm", "confirm-async", "consume")
 MQTT_QOS_LEVELS = (0, 1, 2)
@@ -98,8 +98,8 @@ def _problems(s: Scenario) -> list[str]:
         ),
         (s.mqtt_qos is None or s.mqtt_qos in MQTT_QOS_LEVELS, "--mqtt-qos must be 0, 1 or 2"),
         (
-            s.concurrency == 1 or s.protocol != "mqtt",
-            "--concurrency applies to HTTP only (MQTT keeps one PUBLISH in flight)",
+            s.concurrency == 1 or s.protocol not in ("mqtt", "websocket"),
+            "--concurrency applies to HTTP only (MQTT and WebSocket keep one message in flight)",
         ),
         (not s.resume or s.tls != "off", "--resume needs --tls 1.2 or 1.3"),
         (MIN_MTU <= s.mtu <= MAX_MTU, f"--mtu must be between {MIN_MTU} and {MAX_MTU}"),

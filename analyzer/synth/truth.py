@@ -124,7 +124,7 @@ def connection_truth(
         {
             "connection": index,
             "index": m,
-            "protocol": facts.protocol,
+            "protocol": info.protocol or facts.protocol,
             "kind": info.kind,
             "sender": "orig" if info.sender == ORIG else "resp",
             "round_trips": message_rts[m],
@@ -310,7 +310,9 @@ def summary(
     out: dict[str, dict[str, object]] = {}
     for protocol in sorted({str(c["protocol"]) for c in connections}):
         conns = [c for c in connections if c["protocol"] == protocol]
-        msgs = [m for m in messages if m["protocol"] == protocol]
+        # By connection, as the analyzer's summary counts (a WebSocket connection's Upgrade
+        # exchange is an "http1" message on a "websocket" connection).
+        msgs = [m for m in messages if connections[_int(m["connection"])]["protocol"] == protocol]
         n = len(msgs)
         wire = sum(_int(c["wire_bytes"]) for c in conns)
         payload = sum(_int(_dict(c["layers"])["payload"]) for c in conns)
