@@ -267,7 +267,9 @@ def generate(
 @app.command()
 def capture(
     output: Annotated[Path, typer.Option("--output", "-o", help="pcap to write.")],
-    protocol: Annotated[str, typer.Option(help="http1, http2, amqp, mqtt or nats.")] = "http1",
+    protocol: Annotated[
+        str, typer.Option(help="http1, http2, amqp, mqtt, nats or websocket.")
+    ] = "http1",
     tls: Annotated[str, typer.Option(help="off, 1.2 or 1.3 (HTTP only).")] = "off",
     messages: Annotated[int, typer.Option(help="Messages in all.")] = 10,
     per_connection: Annotated[

@@ -53,3 +53,42 @@ def test_tshark_sees_the_frames_the_truth_sent(tmp_path: Path) -> None:
     rows = fields(pcap, keys, "websocket.opcode", display="websocket")
     opcodes = Counter(int(t) for row in rows for t in row[0].split(","))
     assert opcodes == Counter({2: 8, 8: 2})  # binary frames both ways, a close each way
+
+
+def test_live_websocket_echo_agrees_with_the_generator(tmp_path: Path) -> None:
+    """The websockets client and server on loopback: what was asked, and the generator's bytes
+    per message but for the server's Upgrade headers (its own Date and Server fields)."""
+    from conftest import analyze_json, check_conservation
+
+    from analyzer.live import LiveOptions, run_capture
+
+    options: dict[str, Any] = {"messages": 4, "per_connection": 2, "payload": 300}
+    result = run_capture(LiveOptions(protocol="websocket", output=tmp_path / "ws.pcap", **options))
+    live = analyze_json([result.pcap])
+    check_conservation(live)
+    assert result.unclosed == () and result.dropped_packets == 0
+    assert live["summary"]["websocket"]["messages"] == result.expected.messages == 2 * 4 + 2
+    for conn in live["connections"]:
+        assert conn["anomalies"] == [] and conn["undecoded_bytes"] == 0
+    synth = [m for m in messages(gen(protocol="websocket", **options)) if m["kind"] != "exchange"]
+    frames = [m for m in live["messages"] if m["kind"] != "exchange"]
+    assert [m["kind"] for m in frames] == [m["kind"] for m in synth]
+    for got, want in zip(frames, synth, strict=True):
+        for layer in ("framing", "payload"):
+            assert got["layers"][layer] == want["layers"][layer], layer
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+def test_live_golden_counts_what_tshark_dissects() -> None:
+    from conftest import analyze_json, check_conservation
+
+    captures = Path(__file__).resolve().parents[1] / "captures"
+    capture = captures / "live-websocket-echo-websockets.pcap"
+    rows = fields(capture, None, "websocket.opcode", display="websocket")
+    opcodes = Counter(int(t) for row in rows for t in row[0].split(","))
+    result = analyze_json([capture])
+    check_conservation(result)
+    [conn] = result["connections"]
+    data_messages = conn["messages"] - 1  # the Upgrade exchange
+    assert data_messages == opcodes[2] == 20 and opcodes[8] == 2  # binary frames, two closes
+    assert conn["anomalies"] == [] and conn["undecoded_bytes"] == 0

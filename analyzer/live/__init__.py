@@ -41,6 +41,7 @@ from analyzer.live.netns import Namespace, namespace_for, network_namespace, rel
 from analyzer.live.options import LiveOptions
 from analyzer.live.plan import Expected, Sent, expected
 from analyzer.live.recorder import Recorder, keep_connections, write_pcap
+from analyzer.live.websocket import WebSocketPlan, run_websocket
 
 __all__ = ["LiveOptions", "LiveResult", "LiveRunError", "Sent", "run_capture"]
 
@@ -145,6 +146,8 @@ def _run_capture(options: LiveOptions) -> LiveResult:
             broker_address(options.nats_server)[1],
             lambda clients: run_nats(_nats_plan(options), clients.append),
         )
+    if options.protocol == "websocket":
+        return _websocket(options)
     if options.mtu is not None:
         return _run_in_namespace(options, options.mtu)
     if options.protocol == "amqp":
@@ -201,6 +204,22 @@ def _mqtt_plan(options: LiveOptions) -> MqttPlan:
         per_connection=options.messages_per_connection,
         payload=options.payload,
     )
+
+
+def _websocket(options: LiveOptions) -> LiveResult:
+    plan = WebSocketPlan(
+        messages=options.messages,
+        per_connection=options.messages_per_connection,
+        payload=options.payload,
+    )
+    sock = listening_socket(LOOPBACK_ADDRESS)
+    try:
+        port = sock.getsockname()[1]
+        return _record(
+            options, LOOPBACK_INTERFACE, port, lambda c: run_websocket(plan, sock, c.append)
+        )
+    finally:
+        sock.close()
 
 
 def _nats_plan(options: LiveOptions) -> NatsPlan:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from analyzer.errors import UsageError
 
-PROTOCOLS = ("http1", "http2", "amqp", "mqtt", "nats")
+PROTOCOLS = ("http1", "http2", "amqp", "mqtt", "nats", "websocket")
 TLS_MODES = ("off", "1.2", "1.3")
 AMQP_MODES = ("publish", "confirm", "consume")
 MQTT_QOS_LEVELS = (0, 1, 2)
@@ -126,7 +126,7 @@ def _problems(o: LiveOptions) -> list[str]:
         (o.mqtt_version in (4, 5), "--mqtt-version must be 4 (3.1.1) or 5"),
         (o.mqtt_version == 4 or o.protocol == "mqtt", "--mqtt-version applies to mqtt only"),
         (
-            o.protocol not in ("mqtt", "nats")
+            o.protocol not in ("mqtt", "nats", "websocket")
             or (o.tls == "off" and o.mtu is None and o.concurrency == 1),
             f"--protocol {o.protocol} records in clear on loopback, one connection at a time: "
             "no --tls, --mtu or --concurrency",
