@@ -79,8 +79,10 @@ def test_no_broker_is_a_usage_error(tmp_path: Path) -> None:
     assert not (tmp_path / "x.pcap").exists()
     with pytest.raises(UsageError, match="mqtt-qos"):
         run_capture(LiveOptions(protocol="mqtt", mqtt_qos=4, output=tmp_path / "y.pcap"))
+    with pytest.raises(UsageError, match="no --mtu"):
+        run_capture(LiveOptions(protocol="mqtt", mtu=1500, output=tmp_path / "z.pcap"))
     with pytest.raises(UsageError, match="no --tls"):
-        run_capture(LiveOptions(protocol="mqtt", tls="1.3", output=tmp_path / "z.pcap"))
+        run_capture(LiveOptions(protocol="nats", tls="1.3", output=tmp_path / "z.pcap"))
 
 
 @needs_broker
@@ -102,3 +104,26 @@ def test_live_mqtt5_topic_aliases_and_deliveries(tmp_path: Path) -> None:
     assert len({m["detail"]["topic"] for m in live["messages"]}) == 1
     with pytest.raises(UsageError, match="mqtt-version"):
         run_capture(LiveOptions(protocol="mqtt", mqtt_version=3, output=tmp_path / "v.pcap"))
+
+
+@needs_broker
+def test_live_mqtt_over_tls_with_a_broker_of_its_own(tmp_path: Path) -> None:
+    """--tls starts a Mosquitto with a TLS listener for the run, and stops it afterwards."""
+    import subprocess
+
+    def brokers() -> list[str]:
+        found = subprocess.run(["pgrep", "-a", "mosquitto"], capture_output=True, text=True)
+        return found.stdout.splitlines()
+
+    before = brokers()
+    result = run_capture(
+        LiveOptions(protocol="mqtt", tls="1.2", mqtt_qos=2, messages=2, output=tmp_path / "t.pcap")
+    )
+    assert brokers() == before
+    assert result.keylog is not None
+    live = analyse(result.pcap, result.keylog)
+    check_conservation(live)
+    [conn] = live["connections"]
+    assert conn["tls"]["version"] == "1.2" and conn["tls"]["decrypted"]
+    assert (conn["protocol"], conn["messages"], conn["anomalies"]) == ("mqtt", 2, [])
+    assert {m["round_trips"] for m in live["messages"]} == {2.0}

@@ -14,6 +14,7 @@ client connections, the broker queue, the tap.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -34,7 +35,7 @@ from analyzer.live.amqp import AMQP_PORT, AmqpPlan, broker_port, check_broker, p
 from analyzer.live.client import encode_plan
 from analyzer.live.eventloop import run_in_private_loop
 from analyzer.live.http import HttpPlan, listening_socket, run_http
-from analyzer.live.mqtt import MqttPlan, broker_address, run_mqtt
+from analyzer.live.mqtt import MqttPlan, broker_address, run_mqtt, tls_broker
 from analyzer.live.mqtt import check_broker as check_mqtt_broker
 from analyzer.live.nats import NatsPlan, run_nats
 from analyzer.live.netns import Namespace, namespace_for, network_namespace, relay, run_client
@@ -132,13 +133,7 @@ def _run_capture(options: LiveOptions) -> LiveResult:
     if options.protocol == "amqp":
         check_broker(options.amqp_url)
     if options.protocol == "mqtt":
-        check_mqtt_broker(options.mqtt_broker)
-        return _record(
-            options,
-            LOOPBACK_INTERFACE,
-            broker_address(options.mqtt_broker)[1],
-            lambda clients: run_mqtt(_mqtt_plan(options), clients.append),
-        )
+        return _mqtt(options)
     if options.protocol == "nats":
         return _record(
             options,
@@ -195,9 +190,27 @@ def _amqp_plan(options: LiveOptions, url: str) -> AmqpPlan:
     )
 
 
-def _mqtt_plan(options: LiveOptions) -> MqttPlan:
+def _mqtt(options: LiveOptions) -> LiveResult:
+    """The shared broker in clear; with --tls a Mosquitto of the run's own (live.mqtt)."""
+    with contextlib.ExitStack() as stack:
+        broker = options.mqtt_broker
+        if options.tls != "off":
+            broker = stack.enter_context(tls_broker(options.tls))
+        check_mqtt_broker(broker)
+        plan = _mqtt_plan(options, broker)
+        return _record(
+            options,
+            LOOPBACK_INTERFACE,
+            broker_address(broker)[1],
+            lambda clients: run_mqtt(plan, clients.append),
+        )
+
+
+def _mqtt_plan(options: LiveOptions, broker: str) -> MqttPlan:
     return MqttPlan(
-        broker=options.mqtt_broker,
+        broker=broker,
+        tls=options.tls,
+        keylog=options.keylog_path,
         qos=1 if options.mqtt_qos is None else options.mqtt_qos,
         level=options.mqtt_version,
         messages=options.messages,

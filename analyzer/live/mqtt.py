@@ -15,12 +15,20 @@ broker stay out.
 
 from __future__ import annotations
 
+import contextlib
+import getpass
 import os
 import secrets
+import shutil
 import socket
+import ssl
+import subprocess
+import tempfile
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from analyzer.errors import UsageError
@@ -51,6 +59,10 @@ class MqttPlan:
     qos: int
     #: protocol level: 4 (MQTT 3.1.1) or 5 (MQTT 5.0)
     level: int = 4
+    #: "off", "1.2" or "1.3": TLS to a broker of the run's own (``tls_broker``)
+    tls: str = "off"
+    #: where the client writes its NSS key log (TLS only)
+    keylog: Path | None = None
     messages: int
     per_connection: int
     payload: int
@@ -74,6 +86,80 @@ def check_broker(broker: str) -> None:
             f"no MQTT broker at {host}:{port} ({err.strerror or err}): "
             "start one with `mosquitto -d`"
         ) from err
+
+
+#: Mosquitto's names for the TLS versions (mosquitto.conf ``tls_version``).
+MOSQUITTO_TLS_VERSIONS = {"1.2": "tlsv1.2", "1.3": "tlsv1.3"}
+#: Seed of the broker's certificate (the generator's helper derives its key from it).
+CERTIFICATE_SEED = 8883
+#: How long a freshly started Mosquitto may take to listen, and to stop.
+BROKER_START_S = 10.0
+
+
+@contextlib.contextmanager
+def tls_broker(version: str) -> Iterator[str]:
+    """A Mosquitto of this run's own with a TLS listener on a free loopback port (the shared
+    broker on 1883 is left alone); yields its "host:port" and stops it by its PID."""
+    from analyzer.synth.tlswrap import write_certificate
+
+    binary = shutil.which("mosquitto")
+    if binary is None:
+        raise UsageError("--protocol mqtt --tls needs mosquitto installed (apt install mosquitto)")
+    with tempfile.TemporaryDirectory(prefix="wireprobe-mqtt-tls-") as workdir:
+        cert, key = write_certificate(CERTIFICATE_SEED, Path(workdir))
+        port = _free_port()
+        conf = Path(workdir) / "mosquitto.conf"
+        # Started as root, Mosquitto drops to user "mosquitto", which cannot read the private
+        # temporary directory; ``user`` naming ourselves keeps it as us (no effect otherwise).
+        conf.write_text(
+            f"user {getpass.getuser()}\nlistener {port} 127.0.0.1\nallow_anonymous true\n"
+            f"certfile {cert}\nkeyfile {key}\ntls_version {MOSQUITTO_TLS_VERSIONS[version]}\n"
+        )
+        broker = subprocess.Popen(
+            [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            _wait_listening(port, broker)
+            yield f"127.0.0.1:{port}"
+        finally:
+            broker.terminate()
+            try:
+                broker.wait(BROKER_START_S)
+            except subprocess.TimeoutExpired:
+                broker.kill()
+                broker.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_listening(port: int, broker: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + BROKER_START_S
+    while time.monotonic() < deadline:
+        if broker.poll() is not None:
+            raise RuntimeError(f"mosquitto exited with status {broker.returncode} at start")
+        with contextlib.suppress(OSError):
+            socket.create_connection(("127.0.0.1", port), 1).close()
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"mosquitto did not listen on port {port} in {BROKER_START_S:g} s")
+
+
+def _tls_context(plan: MqttPlan) -> ssl.SSLContext:
+    from analyzer.synth.tlswrap import VERSIONS
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    # The broker's certificate is the one this run just made: nothing to verify it against.
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = context.maximum_version = VERSIONS[plan.tls]
+    if plan.keylog is not None:
+        context.keylog_filename = str(plan.keylog)
+    return context
 
 
 def topic_name() -> str:
@@ -164,6 +250,8 @@ def run_mqtt(plan: MqttPlan, on_connect: Callable[[tuple[str, int]], None]) -> l
     sent: list[Sent] = []
     for index, count in enumerate(connection_groups(plan.messages, plan.per_connection)):
         client = _client(index, plan.level)
+        if plan.tls != "off":
+            client.tls_set_context(_tls_context(plan))
         _connected(client, host, port)
         endpoint: tuple[str, int] = client.socket().getsockname()
         on_connect(endpoint)

@@ -127,9 +127,13 @@ def _problems(o: LiveOptions) -> list[str]:
         (o.mqtt_version == 4 or o.protocol == "mqtt", "--mqtt-version applies to mqtt only"),
         (
             o.protocol not in ("mqtt", "nats", "websocket")
-            or (o.tls == "off" and o.mtu is None and o.concurrency == 1),
-            f"--protocol {o.protocol} records in clear on loopback, one connection at a time: "
-            "no --tls, --mtu or --concurrency",
+            or (o.mtu is None and o.concurrency == 1),
+            f"--protocol {o.protocol} records on loopback, one connection at a time: "
+            "no --mtu or --concurrency",
+        ),
+        (
+            o.protocol not in ("nats", "websocket") or o.tls == "off",
+            f"--protocol {o.protocol} records in clear only: no --tls",
         ),
         (o.keylog is None or o.tls != "off", "--keylog needs --tls 1.2 or 1.3"),
         (o.keylog is None or o.keylog != o.output, "--keylog and -o must be different files"),
