@@ -495,3 +495,16 @@ def test_goldens_count_what_tshark_dissects(capture: Path) -> None:
         assert {m["detail"]["topic"] for m in result["messages"]} == {
             m["detail"]["topic"] for m in result["messages"][:1]
         }
+
+
+def test_answer_waits_in_the_round_trip_model() -> None:
+    """DESIGN.md section 4 with ``waits``: a QoS 2 flow waited on alone costs 2; two sent
+    together and then waited on cost 2/2 each; messages without waits stay as they were."""
+    from analyzer.roundtrips import message_round_trips
+
+    alone = [(ORIG, 1, 2), (ORIG, 4, 5)]
+    assert message_round_trips(alone, {0: 2, 1: 2}) == [2.0, 2.0]
+    assert message_round_trips(alone) == [1.0, 1.0]
+    together = [(ORIG, 1, 3), (ORIG, 2, 4)]
+    assert message_round_trips(together, {0: 2, 1: 2}) == [1.0, 1.0]
+    assert message_round_trips([(ORIG, 1, None)], {0: 2}) == [0.0]  # never answered: no wait
