@@ -508,3 +508,14 @@ def test_answer_waits_in_the_round_trip_model() -> None:
     together = [(ORIG, 1, 3), (ORIG, 2, 4)]
     assert message_round_trips(together, {0: 2, 1: 2}) == [1.0, 1.0]
     assert message_round_trips([(ORIG, 1, None)], {0: 2}) == [0.0]  # never answered: no wait
+
+
+def test_a_resend_with_dup_is_a_message_of_its_own_and_reuse_without_it_is_named() -> None:
+    first, _ = publish(b"t", b"one", qos=1, pid=5)
+    resend = bytes([first[0] | 0x08]) + first[1:]  # DUP flag (section 3.3.1.1)
+    steps: list[Step] = [(ORIG, connect()), (RESP, CONNACK), (ORIG, first + resend)]
+    whole = run(make, steps + [(RESP, ack(PUBACK, 5))])
+    assert not whole.anomalies and len(whole.started) == 2
+    assert [a.message for a in whole.answered] == [whole.started[1].message]
+    whole = run(make, steps[:2] + [(ORIG, first + first)])
+    assert whole.anomalies == {"mqtt.packet_id_reused": 1}

@@ -406,9 +406,10 @@ class MqttDecoder:
         key = (direction, publish.packet_id)
         previous = self._inflight.pop(key, None)
         if previous is not None:
-            # The id was reused before its flow completed: the earlier PUBLISH was never
-            # acknowledged in this capture (a resend after reconnect carries DUP instead).
-            self._anomaly("mqtt.packet_id_reused")
+            # The id came again before its flow completed: a resend (DUP set, section 3.3.1.1)
+            # is a message of its own on the wire; without DUP the id was reused, an error.
+            if not publish.dup:
+                self._anomaly("mqtt.packet_id_reused")
             self._events.append(MessageEnded(previous.id, self._ts))
         self._inflight[key] = _Message(id=message, sender=direction, qos=publish.qos)
         return message, PAYLOAD, None
