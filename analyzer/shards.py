@@ -1,0 +1,329 @@
+"""``--jobs N`` and ``--cluster``: one analysis cut into shards, run in parallel, merged exactly.
+
+A shard (DESIGN.md section 7) is (an input group, a bucket of the flow hash): its worker reads
+every file of the group and keeps the frames of its bucket (analyzer/flowhash.py) before the
+flow table, so each connection is analysed whole by one worker and no packet moves between
+processes.  The parent merges what the shards wrote:
+
+- capture-level figures (each file's packets, wire bytes, link types, times, anomalies) come
+  from bucket 0 of each group: every shard reads the whole group, so any one of them has them,
+  and taking one counts them once;
+- ``packets``, ``tcp_packets`` and ``skipped_packets`` add: the buckets partition the frames;
+- connection and message records stream out of the shards' spools in the canonical order
+  (analyzer/spool.py) to ``on_record``, and the per-protocol summary is folded from them in that
+  order, so every figure, float sums included, is the same for every N and on a cluster.  Any
+  mergeable figure a later change adds to the summary stays exact the same way: it is rebuilt
+  from the merged records, never added up from per-shard summaries.
+
+One code path for every executor: ``--jobs 1`` runs the one shard in this process, ``--jobs N``
+a ``ProcessPoolExecutor``, ``--cluster`` the executor of a Dask ``distributed.Client``; all are
+``concurrent.futures`` executors.  A shard that fails stops the run: the others are cancelled and
+one ``ShardError`` names the shard and the cause; no partial result is ever rendered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
+
+from analyzer.capture import RawPacket
+from analyzer.errors import WireprobeError
+from analyzer.flowhash import keep_bucket
+from analyzer.inputs import SEPARATE_CAPTURE, InputGroup
+from analyzer.options import AnalyzeOptions
+from analyzer.pipeline import Analysis, OnRecord, analyze
+from analyzer.records import Record, Summary
+from analyzer.spool import PackedSpool, RecordSpool, SpoolFiles, merge, pack, unpack
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class ShardError(WireprobeError):
+    """A shard could not finish; the message says which and why (one line)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShardSpec:
+    """One unit of work: what a worker needs, all of it picklable."""
+
+    group: int  # index of the input group
+    paths: tuple[str, ...]  # the group's files, in time order
+    bucket: int  # the flow-hash bucket this shard keeps
+    buckets: int  # buckets per group
+    options: AnalyzeOptions
+    #: directory the parent reads too (local workers); None: send the spool back as bytes
+    spool_dir: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShardResult:
+    """What one shard sends back: counts, and where its records are."""
+
+    group: int
+    bucket: int
+    packets: int  # frames of this bucket (non-TCP frames count in bucket 0)
+    tcp_packets: int
+    skipped: dict[str, int]
+    connections: int
+    #: the group's capture records (bucket 0 only; the other buckets read the same files)
+    captures: list[Record]
+    #: where its records are: files on a shared disk, or their bytes from a remote worker
+    spool: SpoolFiles | PackedSpool
+
+
+def _describe(spec: ShardSpec) -> str:
+    return f"shard {spec.bucket + 1}/{spec.buckets} of input group {spec.group + 1}"
+
+
+def run_shard(spec: ShardSpec) -> ShardResult:
+    """Analyse one shard (in a worker process, or in this one for ``--jobs 1``)."""
+    own_dir = spec.spool_dir is None
+    directory = tempfile.mkdtemp(prefix="wireprobe-shard-") if own_dir else spec.spool_dir
+    assert directory is not None
+    spool = RecordSpool(directory, f"g{spec.group}b{spec.bucket}", spec.group)
+
+    def only_bucket(packets: Iterable[RawPacket]) -> Iterable[RawPacket]:
+        return keep_bucket(packets, spec.bucket, spec.buckets)
+
+    try:
+        analysis = analyze(spec.paths, spec.options, on_record=spool.add, packet_filter=only_bucket)
+        files = spool.close()
+    except WireprobeError as err:
+        spool.discard()
+        # Re-raised as the one-argument ShardError: exceptions cross processes by pickling,
+        # and CaptureError's two-argument constructor would not survive the trip.
+        raise ShardError(f"{_describe(spec)}: {err}") from None
+    try:
+        return ShardResult(
+            group=spec.group,
+            bucket=spec.bucket,
+            packets=analysis.packets,
+            tcp_packets=analysis.tcp_packets,
+            skipped=analysis.skipped,
+            connections=analysis.connections,
+            captures=analysis.captures if spec.bucket == 0 else [],
+            spool=pack(files) if own_dir else files,
+        )
+    finally:
+        if own_dir:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def plan(
+    groups: Sequence[InputGroup], buckets: int, options: AnalyzeOptions, spool_dir: str | None
+) -> list[ShardSpec]:
+    """Every (group, bucket) shard of a run."""
+    return [
+        ShardSpec(
+            group=g,
+            paths=group.paths,
+            bucket=b,
+            buckets=buckets,
+            options=options,
+            spool_dir=spool_dir,
+        )
+        for g, group in enumerate(groups)
+        for b in range(buckets)
+    ]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShardProgress:
+    """How far a sharded run is, after each finished shard (for the CLI's progress line)."""
+
+    shards_done: int
+    shards: int
+    packets_done: int  # frames analysed by the finished shards
+    input_bytes_done: int  # bytes of input files the finished shards read
+    input_bytes: int  # bytes every shard together reads
+
+
+OnProgress = Callable[[ShardProgress], None]
+
+
+def _file_bytes(paths: Iterable[str]) -> int:
+    total = 0
+    for path in paths:
+        with contextlib.suppress(OSError):  # the shard that reads it will say what is wrong
+            total += os.path.getsize(path)
+    return total
+
+
+def _collect(
+    executor: Executor, specs: Sequence[ShardSpec], on_progress: OnProgress | None
+) -> list[ShardResult]:
+    """Run every shard; the first failure cancels the rest and raises ``ShardError``."""
+    sizes = [_file_bytes(s.paths) for s in specs]
+    futures: dict[Future[ShardResult], int] = {
+        executor.submit(run_shard, spec): i for i, spec in enumerate(specs)
+    }
+    results: list[ShardResult] = []
+    done_bytes = 0
+    try:
+        for future in as_completed(futures):
+            i = futures[future]
+            results.append(_result(future, specs[i]))
+            done_bytes += sizes[i]
+            if on_progress is not None:
+                on_progress(
+                    ShardProgress(
+                        shards_done=len(results),
+                        shards=len(specs),
+                        packets_done=sum(r.packets for r in results),
+                        input_bytes_done=done_bytes,
+                        input_bytes=sum(sizes),
+                    )
+                )
+    except BaseException:
+        for pending in futures:
+            pending.cancel()
+        raise
+    return sorted(results, key=lambda r: (r.group, r.bucket))
+
+
+def _result(future: Future[ShardResult], spec: ShardSpec) -> ShardResult:
+    try:
+        return future.result()
+    except WireprobeError:
+        raise
+    except BrokenProcessPool:
+        raise ShardError(
+            f"{_describe(spec)}: its worker process died (out of memory, or killed)"
+        ) from None
+    except Exception as err:  # a bug, or a cluster worker lost: say which shard, in one line
+        raise ShardError(f"{_describe(spec)} failed: {type(err).__name__}: {err}") from None
+
+
+class _InlineExecutor(Executor):
+    """Runs each shard in this process when submitted: ``--jobs 1``, and tests that check
+    the sharded path without paying for processes."""
+
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        future: Future[_T] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as err:  # delivered through the future, as a pool would
+            future.set_exception(err)
+        return future
+
+
+def inline_executor() -> Executor:
+    """An executor that runs every shard in this process, one after the other."""
+    return _InlineExecutor()
+
+
+def _captures(results: Sequence[ShardResult], groups: Sequence[InputGroup]) -> list[Record]:
+    out: list[Record] = []
+    for result in results:
+        if result.bucket != 0:
+            continue
+        records = [dict(r) for r in result.captures]
+        apart = groups[result.group].apart
+        if apart is not None and records:
+            first = records[0]
+            anomalies = [*first["anomalies"], {"name": SEPARATE_CAPTURE, "count": 1}]
+            first["anomalies"] = sorted(anomalies, key=lambda a: a["name"])
+        out += records
+    return out
+
+
+def _spools(results: Sequence[ShardResult], directory: str) -> list[SpoolFiles]:
+    spools = []
+    for r in results:
+        if isinstance(r.spool, PackedSpool):
+            spools.append(unpack(r.spool, directory, f"g{r.group}b{r.bucket}"))
+        else:
+            spools.append(r.spool)
+    return spools
+
+
+def merge_results(
+    results: Sequence[ShardResult],
+    groups: Sequence[InputGroup],
+    directory: str,
+    on_record: OnRecord | None,
+) -> Analysis:
+    """One ``Analysis`` from every shard's: totals add, records stream in canonical order."""
+    result = Analysis()
+    skipped: Counter[str] = Counter()
+    for r in results:
+        result.packets += r.packets
+        result.tcp_packets += r.tcp_packets
+        skipped.update(r.skipped)
+    result.skipped = dict(sorted(skipped.items()))
+    result.captures = _captures(results, groups)
+    summary = Summary()
+    for record, messages in merge(_spools(results, directory)):
+        summary.add(record)
+        result.connections += 1
+        result.messages += record["messages"] or 0
+        if on_record is not None:
+            on_record(record, messages)
+        _drain(messages)
+    result.summary = summary.as_dict()
+    return result
+
+
+def _drain(messages: Iterator[Record]) -> None:
+    for _ in messages:
+        pass
+
+
+def analyze_sharded(
+    groups: Sequence[InputGroup],
+    options: AnalyzeOptions | None = None,
+    *,
+    buckets: int,
+    executor: Executor | None = None,
+    remote: bool = False,
+    on_record: OnRecord | None = None,
+    on_progress: OnProgress | None = None,
+) -> Analysis:
+    """Analyse ``groups`` as ``buckets`` shards each on ``executor`` (None: in this process).
+
+    ``remote``: the workers may not share this machine's disk, so spools come back as bytes.
+    """
+    options = options or AnalyzeOptions()
+    with tempfile.TemporaryDirectory(prefix="wireprobe-spool-") as directory:
+        specs = plan(groups, max(1, buckets), options, None if remote else directory)
+        results = _collect(executor or inline_executor(), specs, on_progress)
+        return merge_results(results, groups, directory, on_record)
+
+
+def local_executor(jobs: int) -> Executor:
+    """A pool of ``jobs`` worker processes (``0``: one per core this process may use)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=jobs or cpu_count())
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+__all__ = [
+    "ShardError",
+    "ShardProgress",
+    "ShardResult",
+    "ShardSpec",
+    "analyze_sharded",
+    "cpu_count",
+    "inline_executor",
+    "local_executor",
+    "merge_results",
+    "plan",
+    "run_shard",
+]
