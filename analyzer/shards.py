@@ -24,6 +24,7 @@ one ``ShardError`` names the shard and the cause; no partial result is ever rend
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import shutil
 import tempfile
@@ -32,12 +33,20 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
-from analyzer.capture import RawPacket
-from analyzer.errors import WireprobeError
+from analyzer.capture import STDIN_PATH, CaptureSet, RawPacket
+from analyzer.errors import UsageError, WireprobeError
 from analyzer.flowhash import keep_bucket
-from analyzer.inputs import SEPARATE_CAPTURE, InputGroup
+from analyzer.inputs import (
+    SEPARATE_CAPTURE,
+    FileSurvey,
+    InputGroup,
+    expand,
+    group,
+    single,
+    survey,
+)
 from analyzer.options import AnalyzeOptions
 from analyzer.pipeline import Analysis, OnRecord, analyze
 from analyzer.records import Record, Summary
@@ -319,6 +328,7 @@ __all__ = [
     "ShardProgress",
     "ShardResult",
     "ShardSpec",
+    "analyze_inputs",
     "analyze_sharded",
     "cpu_count",
     "inline_executor",
@@ -327,3 +337,110 @@ __all__ = [
     "plan",
     "run_shard",
 ]
+
+
+# -- the run as the CLI asks for it -----------------------------------------------------------
+
+#: Seconds to wait for a Dask scheduler to answer before saying it cannot be reached.
+CLUSTER_CONNECT_TIMEOUT_S = 10.0
+
+OnWarning = Callable[[str], None]
+
+
+def _survey(path: str) -> FileSurvey:
+    """``inputs.survey`` with its error made to survive the trip back from a worker."""
+    try:
+        return survey(path)
+    except WireprobeError as err:
+        raise ShardError(str(err)) from None
+
+
+def _groups(
+    paths: Sequence[str], executor: Executor, on_warning: OnWarning | None
+) -> list[InputGroup]:
+    if len(paths) == 1 or STDIN_PATH in paths:
+        return single(paths)
+    futures = [executor.submit(_survey, p) for p in paths]
+    groups = group([f.result() for f in futures])
+    if on_warning is not None:
+        for g in groups:
+            if g.apart is not None:
+                on_warning(f"{g.apart}: analysed as a separate capture")
+    return groups
+
+
+def _cluster(address: str) -> tuple[Executor, int, Callable[[], None]]:
+    """The executor of a Dask cluster, its worker threads, and how to let both go."""
+    try:
+        # Imported by name: the optional extra wireprobe[cluster], and an untyped library.
+        distributed: Any = importlib.import_module("distributed")
+    except ImportError:
+        raise UsageError(
+            "--cluster needs Dask's distributed package: pip install 'wireprobe[cluster]'"
+        ) from None
+    try:
+        client = distributed.Client(address, timeout=CLUSTER_CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError, ValueError) as err:
+        raise UsageError(f"cannot reach the Dask scheduler at {address}: {err}") from None
+    threads = sum(client.nthreads().values())
+    executor: Executor = client.get_executor()
+
+    def release() -> None:
+        executor.shutdown(wait=False)  # its futures were cancelled already on a failure
+        client.close()
+
+    return executor, max(1, threads), release
+
+
+def _pool(executor: Executor) -> Callable[[], None]:
+    def release() -> None:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+    return release
+
+
+def analyze_inputs(
+    args: Sequence[str],
+    options: AnalyzeOptions,
+    *,
+    jobs: int | None = None,
+    cluster: str | None = None,
+    on_record: OnRecord | None = None,
+    on_progress: OnProgress | None = None,
+    on_warning: OnWarning | None = None,
+) -> Analysis:
+    """``wireprobe analyze ARGS``: files, directories and globs, in one process (``jobs`` None:
+    today's path, records in the order connections finish) or sharded (``--jobs N``,
+    ``--cluster``: records in the canonical order, the same for every N)."""
+    paths = expand(args)
+    if jobs is None and cluster is None:
+        groups = _groups(paths, inline_executor(), on_warning)
+        if len(groups) == 1:
+            return analyze(groups[0].paths, options, on_record=on_record)
+        return analyze_sharded(groups, options, buckets=1, on_record=on_record)
+    if jobs is not None and jobs < 0:
+        raise UsageError(f"--jobs wants 0 (every core) or more, not {jobs}")
+    if STDIN_PATH in paths:
+        raise UsageError("--jobs and --cluster read the input once per shard: name files, not '-'")
+    # Headers checked here first, so that a bad path is said plainly, before any worker starts.
+    CaptureSet(paths).close()
+    if cluster is not None:
+        executor, threads, release = _cluster(cluster)
+        buckets, remote = jobs or threads, True
+    else:
+        buckets, remote = jobs or cpu_count(), False
+        executor = inline_executor() if buckets == 1 else local_executor(buckets)
+        release = _pool(executor)
+    try:
+        groups = _groups(paths, executor, on_warning)
+        return analyze_sharded(
+            groups,
+            options,
+            buckets=buckets,
+            executor=executor,
+            remote=remote,
+            on_record=on_record,
+            on_progress=on_progress,
+        )
+    finally:
+        release()
