@@ -23,9 +23,10 @@ from typing import Any
 import pytest
 from conftest import CAPTURES, PUBLIC, ROOT, public_captures
 
-from analyzer import shards, spool
+from analyzer import flowhash, shards, spool
+from analyzer.capture import CaptureSet
 from analyzer.errors import UsageError
-from analyzer.flowhash import bucket_of, frame_bucket
+from analyzer.flowhash import bucket_of, frame_bucket, keep_bucket
 from analyzer.golden import golden_captures, keylog_path
 from analyzer.inputs import SEPARATE_CAPTURE, expand, group, single, survey
 from analyzer.keylog import KeyLog
@@ -247,6 +248,21 @@ def test_bucket_is_the_same_in_another_process() -> None:
     )
     here = [bucket_of(bytes([10, 0, 0, 1]), p, bytes([10, 0, 0, 2]), 80, 7) for p in range(50)]
     assert out.stdout.strip() == str(here)
+
+
+@pytest.mark.parametrize("max_cached", [flowhash.MAX_CACHED_FLOWS, 3])
+def test_the_inlined_filter_agrees_with_frame_bucket(
+    max_cached: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """keep_bucket's cached common case keeps exactly the frames frame_bucket assigns it,
+    on every golden and public capture (all their link types), its cache full or not."""
+    monkeypatch.setattr(flowhash, "MAX_CACHED_FLOWS", max_cached)
+    for capture in GOLDEN + PUBLIC_CAPTURES:
+        packets = list(CaptureSet([str(capture)]))
+        want = [frame_bucket(p[1], p[3], p[2], 3) for p in packets]
+        for b in range(3):
+            kept = list(keep_bucket(packets, b, 3))
+            assert kept == [p for p, w in zip(packets, want, strict=True) if w == b], capture
 
 
 def test_non_tcp_frames_and_fragments_go_to_bucket_0() -> None:
