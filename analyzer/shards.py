@@ -26,10 +26,12 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import resource
 import shutil
 import tempfile
+import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, Future, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -87,6 +89,10 @@ class ShardResult:
     captures: list[Record]
     #: where its records are: files on a shared disk, or their bytes from a remote worker
     spool: SpoolFiles | PackedSpool
+    #: CPU seconds the shard took (its thread's, so a Dask worker's other threads do not count)
+    cpu_s: float
+    #: peak resident memory of the worker process so far, in KiB (``getrusage`` ru_maxrss)
+    peak_rss_kib: int
 
 
 def _describe(spec: ShardSpec) -> str:
@@ -95,6 +101,7 @@ def _describe(spec: ShardSpec) -> str:
 
 def run_shard(spec: ShardSpec) -> ShardResult:
     """Analyse one shard (in a worker process, or in this one for ``--jobs 1``)."""
+    started = time.thread_time()
     own_dir = spec.spool_dir is None
     directory = tempfile.mkdtemp(prefix="wireprobe-shard-") if own_dir else spec.spool_dir
     assert directory is not None
@@ -121,6 +128,8 @@ def run_shard(spec: ShardSpec) -> ShardResult:
             connections=analysis.connections,
             captures=analysis.captures if spec.bucket == 0 else [],
             spool=pack(files) if own_dir else files,
+            cpu_s=time.thread_time() - started,
+            peak_rss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         )
     finally:
         if own_dir:
@@ -154,6 +163,9 @@ class ShardProgress:
     packets_done: int  # frames analysed by the finished shards
     input_bytes_done: int  # bytes of input files the finished shards read
     input_bytes: int  # bytes every shard together reads
+    #: the shard that just finished: its CPU seconds and its worker's peak RSS (KiB)
+    shard_cpu_s: float
+    shard_peak_rss_kib: int
 
 
 OnProgress = Callable[[ShardProgress], None]
@@ -190,6 +202,8 @@ def _collect(
                         packets_done=sum(r.packets for r in results),
                         input_bytes_done=done_bytes,
                         input_bytes=sum(sizes),
+                        shard_cpu_s=results[-1].cpu_s,
+                        shard_peak_rss_kib=results[-1].peak_rss_kib,
                     )
                 )
     except BaseException:
@@ -277,14 +291,9 @@ def merge_results(
         result.messages += record["messages"] or 0
         if on_record is not None:
             on_record(record, messages)
-        _drain(messages)
+        # Messages left unread cost nothing: they are read from the spool only when asked for.
     result.summary = summary.as_dict()
     return result
-
-
-def _drain(messages: Iterator[Record]) -> None:
-    for _ in messages:
-        pass
 
 
 def analyze_sharded(

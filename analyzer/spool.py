@@ -140,6 +140,10 @@ def _run_lines(path: str, spool: int) -> Iterator[tuple[SortKey, int, int, int]]
 
 
 def _messages(f: IO[bytes], offset: int, length: int) -> Iterator[Record]:
+    """A connection's messages, read and parsed only if the consumer asks for them (the table
+    and CSV reports do not)."""
+    if not length:
+        return
     f.seek(offset)
     end = offset + length
     while f.tell() < end:
