@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, Future, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ParamSpec, TypeVar
 
 from analyzer.capture import STDIN_PATH, CaptureSet, RawPacket
@@ -140,10 +140,15 @@ def plan(
     groups: Sequence[InputGroup], buckets: int, options: AnalyzeOptions, spool_dir: str | None
 ) -> list[ShardSpec]:
     """Every (group, bucket) shard of a run."""
+    def where(paths: tuple[str, ...]) -> tuple[str, ...]:
+        # A remote worker runs in a directory of its own: give it paths that do not depend on
+        # ours (the records still name the paths as given, see _captures).
+        return paths if spool_dir is not None else tuple(os.path.abspath(p) for p in paths)
+
     return [
         ShardSpec(
             group=g,
-            paths=group.paths,
+            paths=where(group.paths),
             bucket=b,
             buckets=buckets,
             options=options,
@@ -249,7 +254,8 @@ def _captures(results: Sequence[ShardResult], groups: Sequence[InputGroup]) -> l
     for result in results:
         if result.bucket != 0:
             continue
-        records = [dict(r) for r in result.captures]
+        given = groups[result.group].paths
+        records = [{**r, "path": path} for r, path in zip(result.captures, given, strict=True)]
         apart = groups[result.group].apart
         if apart is not None and records:
             first = records[0]
@@ -369,8 +375,9 @@ def _groups(
 ) -> list[InputGroup]:
     if len(paths) == 1 or STDIN_PATH in paths:
         return single(paths)
-    futures = [executor.submit(_survey, p) for p in paths]
-    groups = group([f.result() for f in futures])
+    # Absolute paths for a worker in another directory; the surveys keep the paths as given.
+    futures = [executor.submit(_survey, os.path.abspath(p)) for p in paths]
+    groups = group([replace(f.result(), path=p) for f, p in zip(futures, paths, strict=True)])
     if on_warning is not None:
         for g in groups:
             if g.apart is not None:
