@@ -442,3 +442,20 @@ def test_cluster_that_cannot_be_reached_is_a_usage_error(monkeypatch: pytest.Mon
         UsageError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9"
     ):
         analyze_inputs([str(GOLDEN[0])], AnalyzeOptions(), cluster="tcp://127.0.0.1:9")
+
+
+def test_a_shard_failing_in_a_worker_process_stops_the_run(
+    scenarios: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in one worker: one ShardError naming the shard, no result; the pool is stopped."""
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("decoder exploded")
+
+    monkeypatch.setattr(shards, "analyze", broken)  # forked workers inherit it
+    seen: list[object] = []
+    with pytest.raises(ShardError, match=r"shard \d/2 of input group 1 failed: RuntimeError"):
+        analyze_inputs(
+            [str(scenarios["http2-conc4"])], AnalyzeOptions(), jobs=2, on_record=seen.append
+        )
+    assert seen == []  # nothing partial reached the report
