@@ -168,8 +168,9 @@ def _shard_progress() -> Callable[[ShardProgress], None]:
         mib = 1 << 20
         end = "\n" if p.shards_done == p.shards else ""
         sys.stderr.write(
-            f"\rwireprobe: {p.shards_done}/{p.shards} shards, {p.packets_done:,} packets, "
-            f"{p.input_bytes_done / mib:,.1f} of {p.input_bytes / mib:,.1f} MiB read{end}"
+            f"\rwireprobe: {p.fraction:4.0%}: {p.bytes_read / mib:,.0f} of "
+            f"{p.input_bytes / mib:,.0f} MiB read by {p.shards} shards, {p.shards_done} done "
+            f"({p.packets_done:,} packets){end}"
         )
         sys.stderr.flush()
 

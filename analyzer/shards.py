@@ -29,9 +29,10 @@ import os
 import resource
 import shutil
 import tempfile
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
@@ -99,15 +100,19 @@ def _describe(spec: ShardSpec) -> str:
     return f"shard {spec.bucket + 1}/{spec.buckets} of input group {spec.group + 1}"
 
 
-def run_shard(spec: ShardSpec) -> ShardResult:
-    """Analyse one shard (in a worker process, or in this one for ``--jobs 1``)."""
+def run_shard(spec: ShardSpec, report: Reporter | None = None) -> ShardResult:
+    """Analyse one shard (in a worker process, or in this one for ``--jobs 1``); reading
+    progress goes to ``report``, else to the queue a pool worker was started with."""
     started = time.thread_time()
+    report = report or _worker_reporter
     own_dir = spec.spool_dir is None
     directory = tempfile.mkdtemp(prefix="wireprobe-shard-") if own_dir else spec.spool_dir
     assert directory is not None
     spool = RecordSpool(directory, f"g{spec.group}b{spec.bucket}", spec.group)
 
     def only_bucket(packets: Iterable[RawPacket]) -> Iterable[RawPacket]:
+        if report is not None:
+            packets = _reading(packets, spec, report)
         return keep_bucket(packets, spec.bucket, spec.buckets)
 
     try:
@@ -136,10 +141,46 @@ def run_shard(spec: ShardSpec) -> ShardResult:
             shutil.rmtree(directory, ignore_errors=True)
 
 
+#: Frames a shard reads between two progress reports (a report is one small queue message).
+PROGRESS_EVERY_FRAMES = 50_000
+#: Bytes a capture file spends on a packet beyond its captured bytes: pcap's record header.
+#: pcapng spends 32 and padding, gzip less than the frames: "bytes read" is an estimate there.
+RECORD_OVERHEAD_BYTES = 16
+
+#: ``report((group, bucket, input bytes read so far))``
+Reporter = Callable[[tuple[int, int, int]], None]
+#: Where a pool worker's shards report their reading: set once per worker process by the pool's
+#: initializer (``_report_to``), the one queue that process was started with.
+_worker_reporter: Reporter | None = None
+
+
+def _report_to(queue: Any) -> None:
+    global _worker_reporter
+    _worker_reporter = queue.put if queue is not None else None
+
+
+def _reading(
+    packets: Iterable[RawPacket], spec: ShardSpec, report: Reporter
+) -> Iterator[RawPacket]:
+    """The frames unchanged, counting the input bytes they took."""
+    read = frames = 0
+    every = PROGRESS_EVERY_FRAMES
+    overhead = RECORD_OVERHEAD_BYTES
+    for packet in packets:
+        read += len(packet[3]) + overhead
+        frames += 1
+        if frames == every:
+            report((spec.group, spec.bucket, read))
+            frames = 0
+        yield packet
+    report((spec.group, spec.bucket, read))
+
+
 def plan(
     groups: Sequence[InputGroup], buckets: int, options: AnalyzeOptions, spool_dir: str | None
 ) -> list[ShardSpec]:
     """Every (group, bucket) shard of a run."""
+
     def where(paths: tuple[str, ...]) -> tuple[str, ...]:
         # A remote worker runs in a directory of its own: give it paths that do not depend on
         # ours (the records still name the paths as given, see _captures).
@@ -161,16 +202,26 @@ def plan(
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ShardProgress:
-    """How far a sharded run is, after each finished shard (for the CLI's progress line)."""
+    """How far a sharded run is (for the CLI's progress line): sent as shards read (local
+    workers report every ``PROGRESS_EVERY_FRAMES`` frames) and as each finishes."""
 
     shards_done: int
     shards: int
+    #: input bytes the shards have read so far (an estimate for pcapng and gzip: see
+    #: ``RECORD_OVERHEAD_BYTES``), against the bytes of the files all shards together read
+    bytes_read: int
+    input_bytes: int
     packets_done: int  # frames analysed by the finished shards
-    input_bytes_done: int  # bytes of input files the finished shards read
-    input_bytes: int  # bytes every shard together reads
-    #: the shard that just finished: its CPU seconds and its worker's peak RSS (KiB)
-    shard_cpu_s: float
-    shard_peak_rss_kib: int
+    #: the shard that just finished, on a finishing report; None on a reading report
+    finished: ShardResult | None = None
+
+    @property
+    def fraction(self) -> float:
+        """Share of the work done, 0 to 1 (1 only when every shard has finished)."""
+        if self.shards_done == self.shards:
+            return 1.0
+        read = self.bytes_read / self.input_bytes if self.input_bytes else 0.0
+        return min(read, 0.99)
 
 
 OnProgress = Callable[[ShardProgress], None]
@@ -184,38 +235,72 @@ def _file_bytes(paths: Iterable[str]) -> int:
     return total
 
 
+class _Tally:
+    """The parent's view of every shard's reading, fed by reports from any thread."""
+
+    def __init__(self, specs: Sequence[ShardSpec], on_progress: OnProgress | None) -> None:
+        self._on_progress = on_progress
+        self._shards = len(specs)
+        self._input_bytes = sum(_file_bytes(s.paths) for s in specs)
+        self._sizes = {(s.group, s.bucket): _file_bytes(s.paths) for s in specs}
+        self._read: dict[tuple[int, int], int] = {}
+        self._results: list[ShardResult] = []
+        self._done: set[tuple[int, int]] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def wanted(self) -> bool:
+        return self._on_progress is not None
+
+    def reading(self, report: tuple[int, int, int]) -> None:
+        group, bucket, read = report
+        with self._lock:
+            if (group, bucket) in self._done:
+                return  # a worker's last report, overtaken by its result: nothing new
+            self._read[group, bucket] = read
+            self._tell(None)
+
+    def finished(self, result: ShardResult) -> None:
+        with self._lock:
+            self._results.append(result)
+            self._done.add((result.group, result.bucket))
+            self._read[result.group, result.bucket] = self._sizes[result.group, result.bucket]
+            self._tell(result)
+
+    def _tell(self, result: ShardResult | None) -> None:
+        if self._on_progress is None:
+            return
+        self._on_progress(
+            ShardProgress(
+                shards_done=len(self._results),
+                shards=self._shards,
+                bytes_read=sum(self._read.values()),
+                input_bytes=self._input_bytes,
+                packets_done=sum(r.packets for r in self._results),
+                finished=result,
+            )
+        )
+
+    def results(self) -> list[ShardResult]:
+        return sorted(self._results, key=lambda r: (r.group, r.bucket))
+
+
 def _collect(
-    executor: Executor, specs: Sequence[ShardSpec], on_progress: OnProgress | None
+    executor: Executor, specs: Sequence[ShardSpec], tally: _Tally, inline: bool
 ) -> list[ShardResult]:
     """Run every shard; the first failure cancels the rest and raises ``ShardError``."""
-    sizes = [_file_bytes(s.paths) for s in specs]
+    report = tally.reading if inline and tally.wanted else None
     futures: dict[Future[ShardResult], int] = {
-        executor.submit(run_shard, spec): i for i, spec in enumerate(specs)
+        executor.submit(run_shard, spec, report): i for i, spec in enumerate(specs)
     }
-    results: list[ShardResult] = []
-    done_bytes = 0
     try:
         for future in as_completed(futures):
-            i = futures[future]
-            results.append(_result(future, specs[i]))
-            done_bytes += sizes[i]
-            if on_progress is not None:
-                on_progress(
-                    ShardProgress(
-                        shards_done=len(results),
-                        shards=len(specs),
-                        packets_done=sum(r.packets for r in results),
-                        input_bytes_done=done_bytes,
-                        input_bytes=sum(sizes),
-                        shard_cpu_s=results[-1].cpu_s,
-                        shard_peak_rss_kib=results[-1].peak_rss_kib,
-                    )
-                )
+            tally.finished(_result(future, specs[futures[future]]))
     except BaseException:
         for pending in futures:
             pending.cancel()
         raise
-    return sorted(results, key=lambda r: (r.group, r.bucket))
+    return tally.results()
 
 
 def _result(future: Future[ShardResult], spec: ShardSpec) -> ShardResult:
@@ -311,20 +396,43 @@ def analyze_sharded(
     remote: bool = False,
     on_record: OnRecord | None = None,
     on_progress: OnProgress | None = None,
+    reports: Any = None,
 ) -> Analysis:
     """Analyse ``groups`` as ``buckets`` shards each on ``executor`` (None: in this process).
 
     ``remote``: the workers may not share this machine's disk, so spools come back as bytes.
+    ``reports``: the queue a local pool's workers report their reading to (``local_executor``).
     """
     options = options or AnalyzeOptions()
+    executor = executor or inline_executor()
     with tempfile.TemporaryDirectory(prefix="wireprobe-spool-") as directory:
         specs = plan(groups, max(1, buckets), options, None if remote else directory)
-        results = _collect(executor or inline_executor(), specs, on_progress)
+        tally = _Tally(specs, on_progress)
+        listener = _listen(reports, tally) if reports is not None and on_progress else None
+        try:
+            results = _collect(executor, specs, tally, isinstance(executor, _InlineExecutor))
+        finally:
+            if listener is not None:
+                reports.put(None)
+                listener.join()
         return merge_results(results, groups, directory, on_record)
 
 
-def local_executor(jobs: int) -> Executor:
-    """A pool of ``jobs`` worker processes (``0``: one per core this process may use)."""
+def _listen(reports: Any, tally: _Tally) -> threading.Thread:
+    """A thread that hands the workers' reading reports to ``tally`` until a None arrives."""
+
+    def run() -> None:
+        while (report := reports.get()) is not None:
+            tally.reading(report)
+
+    thread = threading.Thread(target=run, name="wireprobe-progress", daemon=True)
+    thread.start()
+    return thread
+
+
+def local_executor(jobs: int, reports: bool = False) -> tuple[Executor, Any]:
+    """A pool of ``jobs`` worker processes (``0``: one per core this process may use), and the
+    queue its workers report their reading to (``reports``; else None)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -332,7 +440,14 @@ def local_executor(jobs: int) -> Executor:
     # python -X importtime); where fork does not exist, the platform's default.
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    return ProcessPoolExecutor(max_workers=jobs or cpu_count(), mp_context=context)
+    queue = context.Queue() if reports else None
+    pool = ProcessPoolExecutor(
+        max_workers=jobs or cpu_count(),
+        mp_context=context,
+        initializer=_report_to,
+        initargs=(queue,),
+    )
+    return pool, queue
 
 
 def cpu_count() -> int:
@@ -451,12 +566,16 @@ def analyze_inputs(
         raise UsageError("--jobs and --cluster read the input once per shard: name files, not '-'")
     # Headers checked here first, so that a bad path is said plainly, before any worker starts.
     CaptureSet(paths).close()
+    reports: Any = None  # only a local pool's workers report while they read
     if cluster is not None:
         executor, threads, release = _cluster(cluster)
         buckets, remote = jobs or threads, True
     else:
         buckets, remote = jobs or cpu_count(), False
-        executor = inline_executor() if buckets == 1 else local_executor(buckets)
+        if buckets == 1:
+            executor = inline_executor()
+        else:
+            executor, reports = local_executor(buckets, reports=on_progress is not None)
         release = _pool(executor)
     finished = False
     try:
@@ -469,6 +588,7 @@ def analyze_inputs(
             remote=remote,
             on_record=on_record,
             on_progress=on_progress,
+            reports=reports,
         )
         finished = True
         return result

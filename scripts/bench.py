@@ -93,7 +93,8 @@ def shard_report(jobs: int, path: str, fmt: str) -> None:
     shards: list[tuple[float, float]] = []
 
     def note(p: ShardProgress) -> None:
-        shards.append((p.shard_cpu_s, p.shard_peak_rss_kib / 1024))
+        if p.finished is not None:
+            shards.append((p.finished.cpu_s, p.finished.peak_rss_kib / 1024))
 
     collector = Collector(fmt)
     analysis = analyze_inputs(

@@ -459,3 +459,23 @@ def test_a_shard_failing_in_a_worker_process_stops_the_run(
             [str(scenarios["http2-conc4"])], AnalyzeOptions(), jobs=2, on_record=seen.append
         )
     assert seen == []  # nothing partial reached the report
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_progress_reports_reading_and_finishing(
+    jobs: int, scenarios: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shards, "PROGRESS_EVERY_FRAMES", 10)  # forked workers inherit it
+    capture = scenarios["http1-new-conn-60"]
+    seen: list[shards.ShardProgress] = []
+    analysis = analyze_inputs([str(capture)], AnalyzeOptions(), jobs=jobs, on_progress=seen.append)
+    reading = [p for p in seen if p.finished is None]
+    finishing = [p for p in seen if p.finished is not None]
+    assert len(finishing) == jobs
+    assert len(reading) >= analysis.packets // 10  # every shard reads every frame
+    assert all(p.fraction < 1 for p in seen if p.shards_done < p.shards)
+    last = seen[-1]
+    assert last.fraction == 1 and last.packets_done == analysis.packets
+    assert last.input_bytes == jobs * capture.stat().st_size
+    reads = [p.bytes_read for p in seen]
+    assert reads == sorted(reads)
