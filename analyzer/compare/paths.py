@@ -49,11 +49,17 @@ class Path:
     #: "http" or "queue": which side of the comparison the path stands on
     family: str
     legs: tuple[Leg, ...]
+    #: one-way network trips on the critical path of one message: until the receiver has it
+    #: and the sender has its answer (the reply, or the 202 or confirm that it was accepted),
+    #: every hop at the same RTT.  A call is 2; a proxied call or an RPC through a broker 4; a
+    #: notification 2, since a confirm (or a 202) travels back while the broker forwards.
+    one_way_trips: int
 
 
 PATHS: tuple[Path, ...] = (
     Path(
         key="http1-notify",
+        one_way_trips=2,
         name="HTTP/1.1 POST answered 202",
         pattern=NOTIFICATION,
         family="http",
@@ -61,6 +67,7 @@ PATHS: tuple[Path, ...] = (
     ),
     Path(
         key="http2-notify",
+        one_way_trips=2,
         name="HTTP/2 POST answered 202",
         pattern=NOTIFICATION,
         family="http",
@@ -68,6 +75,7 @@ PATHS: tuple[Path, ...] = (
     ),
     Path(
         key="amqp-notify",
+        one_way_trips=2,
         name="AMQP publish (confirmed) -> deliver -> ack",
         pattern=NOTIFICATION,
         family="queue",
@@ -78,6 +86,7 @@ PATHS: tuple[Path, ...] = (
     ),
     Path(
         key="http1-call",
+        one_way_trips=2,
         name="HTTP/1.1 request/response, direct",
         pattern=REQUEST_REPLY,
         family="http",
@@ -85,6 +94,7 @@ PATHS: tuple[Path, ...] = (
     ),
     Path(
         key="http2-call",
+        one_way_trips=2,
         name="HTTP/2 request/response, direct",
         pattern=REQUEST_REPLY,
         family="http",
@@ -92,6 +102,7 @@ PATHS: tuple[Path, ...] = (
     ),
     Path(
         key="http1-proxy-call",
+        one_way_trips=4,
         name="HTTP/1.1 through a reverse proxy",
         pattern=REQUEST_REPLY,
         family="http",
@@ -102,6 +113,7 @@ PATHS: tuple[Path, ...] = (
     ),
     Path(
         key="http2-proxy-call",
+        one_way_trips=4,
         name="HTTP/2 to a reverse proxy, HTTP/1.1 upstream",
         pattern=REQUEST_REPLY,
         family="http",
@@ -112,6 +124,7 @@ PATHS: tuple[Path, ...] = (
     ),
     Path(
         key="amqp-rpc",
+        one_way_trips=4,
         name="AMQP RPC (reply_to, correlation_id)",
         pattern=REQUEST_REPLY,
         family="queue",
