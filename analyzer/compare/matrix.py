@@ -392,8 +392,8 @@ LIVE_UNAVAILABLE = (
     "--live needs the live recorder (wireprobe capture, analyzer.live), which this build "
     "does not provide; run without --live for the synthetic comparison"
 )
-#: What the live peers cannot do (issue 6): the broker is spoken to in clear, pika has no
-#: asynchronous confirms, and httpx does not pipeline HTTP/1.1.
+#: What the live peers cannot do (issue 6): pika has no asynchronous confirms, and httpx does
+#: not pipeline HTTP/1.1.
 LIVE_UNSUPPORTED_MODES = ("amqp confirm-async", f"http1 pipelined x{IN_FLIGHT}")
 
 
@@ -408,18 +408,12 @@ LIVE_UNSUPPORTED_REASONS = {
     "amqp rpc reply publish": "the live AMQP peers do not set reply_to and correlation_id",
     "amqp rpc reply deliver": "the live AMQP peers do not set reply_to and correlation_id",
 }
-LIVE_AMQP_TLS_REASON = (
-    "the live broker is spoken to in clear: AMQP over TLS needs a TLS listener in front of it"
-)
 
 
 def live_unsupported_reason(case: Case) -> str | None:
-    """Why ``wireprobe capture`` cannot run the case between real peers (None: it can)."""
-    if case.mode in LIVE_UNSUPPORTED_REASONS:
-        return LIVE_UNSUPPORTED_REASONS[case.mode]
-    if case.protocol == "amqp" and case.tls != "off":
-        return LIVE_AMQP_TLS_REASON
-    return None
+    """Why ``wireprobe capture`` cannot run the case between real peers (None: it can).
+    AMQP over TLS runs through the live TLS terminator (``analyzer.live.tlsrelay``)."""
+    return LIVE_UNSUPPORTED_REASONS.get(case.mode)
 
 
 def live_supported(case: Case) -> bool:
