@@ -349,3 +349,34 @@ def test_chart_csv_rows_are_the_chart_points(run: CompareResult) -> None:
     rows = list(csv.reader(io.StringIO(chart_csv(data))))
     assert rows[0] == ["chart", "panel", "series", "x", "y"]
     assert len(rows) - 1 == sum(len(s.y) for s in data.series)
+
+
+def test_live_run_has_every_case_tls_included_beside_the_synthetic_one(tmp_path: Path) -> None:
+    from analyzer.compare.matrix import LIVE_UNSUPPORTED_REASONS
+    from analyzer.compare.sections import live_differences
+
+    live = CompareOptions(messages=3, payloads=(1024,), tls=("off", "1.3"), live=True)
+    report = compare_command(output_dir=tmp_path / "live", options=live)
+    result = report.result
+    # Only what the real peers cannot do is left out, each with its reason.
+    assert {n.case.mode for n in result.not_run} <= set(LIVE_UNSUPPORTED_REASONS)
+    assert all(n.reason == LIVE_UNSUPPORTED_REASONS[n.case.mode] for n in result.not_run)
+    assert {(c.protocol, c.tls) for c in result.measurements} == {
+        (p, t) for p in ("http1", "http2", "amqp") for t in ("off", "1.3")
+    }
+    for case, m in result.measurements.items():
+        check_conservation(m.analysis)
+        assert m.summary["messages"] == live.messages
+        if case.tls != "off":
+            assert all(c["tls"]["decrypted"] for c in m.analysis["connections"])
+    # Side by side: every live case has its synthetic twin, and the handshakes agree exactly.
+    assert set(result.synthetic) == set(result.measurements)
+    rows = live_differences(result)
+    assert {(label, name) for label, name, *_ in rows} == {
+        (c.label, name)
+        for c in result.measurements
+        for name in ("marginal_bytes", "loaded_bytes", "round_trips", "handshakes")
+    }
+    assert all(ok for _, name, _, _, ok in rows if name == "handshakes")
+    text = (tmp_path / "live" / "report.md").read_text()
+    assert "## Live against synthetic" in text

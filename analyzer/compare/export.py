@@ -17,6 +17,7 @@ from analyzer.compare.charts import ChartData
 from analyzer.compare.claims import Claim
 from analyzer.compare.endtoend import PathFigures, overhead_bytes, path_figures
 from analyzer.compare.matrix import Case, CompareResult
+from analyzer.compare.sections import LIVE_TOLERANCE, live_differences
 from analyzer.compare.timing import BANDWIDTH_BITS_PER_S, MODEL, NETWORKS, path_time_s, per_second
 
 SCHEMA = "wireprobe.compare/1"
@@ -36,6 +37,7 @@ def case_record(result: CompareResult, case: Case) -> dict[str, Any]:
         "message_round_trips_per_message": m.message_round_trips,
         "truth": (m.truth_summary or {}).get(case.protocol),
         "agrees_with_truth": m.agrees_with_truth,
+        "synthetic": (result.synthetic[case].summary if case in result.synthetic else None),
     }
 
 
@@ -97,6 +99,13 @@ def matrix_json(
             "networks": [asdict(n) for n in NETWORKS],
         },
         "claims": [claim_record(c) for c in claims],
+        "live_against_synthetic": {
+            "tolerance": {k: {"kind": v[0], "bound": v[1]} for k, v in LIVE_TOLERANCE.items()},
+            "figures": [
+                {"case": label, "figure": name, "live": live, "synthetic": model, "within": ok}
+                for label, name, live, model, ok in live_differences(result)
+            ],
+        },
         "charts": {name: f"{name}.csv" for name in charts},
     }
     return json.dumps(document, indent=2, sort_keys=False, default=str) + "\n"

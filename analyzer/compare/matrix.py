@@ -342,6 +342,9 @@ class CompareResult:
     elapsed_s: float = 0.0
     #: cases of the full matrix that were not measured, in matrix order
     not_run: tuple[NotRun, ...] = ()
+    #: a live run's cases generated too, to put live and synthetic side by side (empty for a
+    #: synthetic run)
+    synthetic: dict[Case, Measurement] = field(default_factory=dict)
 
     def of(self, case: Case) -> Measurement:
         return self.measurements[case]
@@ -371,8 +374,12 @@ def run_compare(options: CompareOptions) -> CompareResult:
     start = time.perf_counter()
     matrix = build_matrix(options)
     not_run: list[NotRun] = []
+    synthetic: dict[Case, Measurement] = {}
     if options.live:
         measured = _measure_live(matrix.cases, options, not_run)
+        # The same cases generated: the generator's model held against real peers.
+        ran = [case for case in matrix.cases if case in measured]
+        synthetic = _measure_all(sorted(ran, key=_estimated_cost, reverse=True), options)
     else:
         cases = sorted(matrix.cases, key=_estimated_cost, reverse=True)
         measured = _measure_all(cases, options)
@@ -384,6 +391,7 @@ def run_compare(options: CompareOptions) -> CompareResult:
         measurements=ordered,
         elapsed_s=elapsed,
         not_run=tuple(not_run),
+        synthetic={case: synthetic[case] for case in ordered if case in synthetic},
     )
 
 

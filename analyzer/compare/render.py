@@ -27,9 +27,11 @@ from analyzer.compare.matrix import CompareResult, Measurement
 from analyzer.compare.sections import (
     GLOSSARY,
     HOW_TO_READ,
+    LIVE_COLUMNS,
     NOT_RUN_COLUMNS,
     PATH_COLUMNS,
     TIMING_COLUMNS,
+    live_rows,
     not_run_rows,
     path_headline,
     path_rows,
@@ -138,6 +140,13 @@ def run_note(result: CompareResult) -> str:
         f"in {result.elapsed_s:.1f} s. Every figure is the analyzer's measurement of a "
         f"capture (wireprobe analyze --format json).{missing}"
     )
+
+
+LIVE_NOTE = (
+    "Each live case beside the same case generated (analyzer.synth), figure by figure; "
+    "'NO' marks a difference beyond the stated tolerance (bytes: a share of the synthetic "
+    "figure, since real clients send other headers; counts: an absolute bound)."
+)
 
 
 # -- terminal -------------------------------------------------------------------------------
@@ -250,6 +259,11 @@ def render_markdown(result: CompareResult, claims: Sequence[Claim]) -> str:
         if result.not_run
         else ""
     )
+    if result.synthetic:
+        not_run += (
+            f"## Live against synthetic\n\n{LIVE_NOTE}\n\n"
+            f"{_md_table(LIVE_COLUMNS, live_rows(result))}\n\n"
+        )
     return (
         "# wireprobe compare: REST calls against a message queue, measured\n\n"
         f"{run_note(result)}\n\n"
@@ -377,6 +391,11 @@ def render_html(
         if result.not_run
         else ""
     )
+    if result.synthetic:
+        not_run += (
+            f"<h2>Live against synthetic</h2><p>{_e(LIVE_NOTE)}</p>"
+            f"{html_table(LIVE_COLUMNS, live_rows(result), 2)}"
+        )
     body = (
         "<h1>wireprobe compare: REST calls against a message queue, measured</h1>"
         f"<p>{_e(run_note(result))}</p>"

@@ -6,7 +6,7 @@ strings out; ``render`` lays them out as Markdown and HTML.
 from __future__ import annotations
 
 from analyzer.compare.charts import PROTOCOL_NAMES, TLS_NAMES
-from analyzer.compare.endtoend import PathFigures, path_figures
+from analyzer.compare.endtoend import PathFigures, path_figures, summary_figures
 from analyzer.compare.matrix import CompareResult, Measurement
 from analyzer.compare.timing import (
     DOMINATES_SHARE,
@@ -208,3 +208,42 @@ def path_headline(result: CompareResult) -> list[str]:
 def _path_cost(p: PathFigures) -> str:
     legs = f"{len(p.legs)} legs" if len(p.legs) > 1 else "1 leg"
     return f"{p.case.path.name} {p.total['marginal_bytes']:.0f} B ({legs})"
+
+
+#: How far a live figure may be from the synthetic one before the report flags it.  Bytes: the
+#: real peers' headers differ from the generator's (httpx and pika name themselves, send other
+#: header fields) by tens of bytes a message, and loopback carries TCP timestamps; a quarter of
+#: the figure covers that and still catches a wrong model (a missing leg, a second handshake).
+#: Round trips and handshakes are counts: they must agree to a twentieth of one per message.
+LIVE_TOLERANCE = {
+    "marginal_bytes": ("relative", 0.25),
+    "loaded_bytes": ("relative", 0.25),
+    "round_trips": ("absolute", 0.05),
+    "handshakes": ("absolute", 0.05),
+}
+LIVE_COLUMNS = ("case", "figure", "live", "synthetic", "difference", "tolerance", "within")
+
+
+def live_differences(result: CompareResult) -> list[tuple[str, str, float, float, bool]]:
+    """(case, figure, live, synthetic, within tolerance) for every live case and figure."""
+    out = []
+    for case, generated in result.synthetic.items():
+        live = summary_figures(result.of(case).summary)
+        model = summary_figures(generated.summary)
+        for name, (kind, bound) in LIVE_TOLERANCE.items():
+            gap = abs(live[name] - model[name])
+            limit = bound * abs(model[name]) if kind == "relative" else bound
+            out.append((case.label, name, live[name], model[name], gap <= limit))
+    return out
+
+
+def live_rows(result: CompareResult) -> list[list[str]]:
+    rows = []
+    for label, name, live, model, within in live_differences(result):
+        kind, bound = LIVE_TOLERANCE[name]
+        tolerance = f"{100 * bound:.0f}%" if kind == "relative" else f"{bound:g}"
+        diff = f"{100 * (live - model) / model:+.1f}%" if model else f"{live - model:+.3g}"
+        rows.append(
+            [label, name, f"{live:.3f}", f"{model:.3f}", diff, tolerance, "yes" if within else "NO"]
+        )
+    return rows

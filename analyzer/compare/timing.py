@@ -70,9 +70,7 @@ def setup_share(round_trips: float, message_round_trips: float) -> float:
 
 def path_round_trips(p: PathFigures) -> float:
     """Round trips on a path's critical path: its one-way trips, and each leg's setup share."""
-    setup = sum(
-        leg.figures["round_trips"] - leg.figures["message_round_trips"] for leg in p.legs
-    )
+    setup = sum(leg.figures["round_trips"] - leg.figures["message_round_trips"] for leg in p.legs)
     return p.case.path.one_way_trips / 2 + setup
 
 
