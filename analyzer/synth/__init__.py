@@ -184,14 +184,14 @@ class _Run:
 
 def _conversation(s: Scenario, n_messages: int, payload: bytes) -> Conversation:
     if s.protocol == "http1":
-        return http1.conversation(n_messages, payload, s.concurrency)
+        return http1.conversation(n_messages, payload, s.concurrency, s.http_status)
     if s.protocol == "http2":
-        return http2.conversation(n_messages, payload, s.concurrency)
+        return http2.conversation(n_messages, payload, s.concurrency, s.http_status)
     if s.protocol == "websocket":
         return websocket.conversation(n_messages, payload)
     if s.protocol == "mqtt":
         return mqtt.conversation(n_messages, payload, 1 if s.mqtt_qos is None else s.mqtt_qos)
-    return amqp.conversation(n_messages, payload, s.mode)
+    return amqp.conversation(n_messages, payload, s.mode, s.amqp_properties, s.seed)
 
 
 def _dotted(address: bytes) -> str:

@@ -10,6 +10,12 @@ PROTOCOLS = ("http1", "http2", "amqp", "mqtt", "websocket")
 TLS_MODES = ("off", "1.2", "1.3")
 AMQP_MODES = ("publish", "confirm", "confirm-async", "consume")
 MQTT_QOS_LEVELS = (0, 1, 2)
+#: Statuses the HTTP server answers with: 200 with a small JSON body (a REST call), 202 and
+#: 204 with none (a notification accepted: the one-way pattern of issue 14).
+HTTP_STATUSES = (200, 202, 204)
+#: AMQP message properties: "plain"; "request", an RPC request (``reply_to`` and
+#: ``correlation_id``); "reply", an RPC reply (``correlation_id``).
+AMQP_PROPERTIES = ("plain", "request", "reply")
 
 #: RFC 791 section 3.1: every IPv4 host must accept 576-byte datagrams, so no path MTU is lower.
 MIN_MTU = 576
@@ -45,6 +51,10 @@ class Scenario:
     amqp_mode: str | None = None
     #: MQTT only: QoS of every PUBLISH, 0, 1 or 2 (None: 1)
     mqtt_qos: int | None = None
+    #: HTTP only: the status of every response (``HTTP_STATUSES``)
+    http_status: int = 200
+    #: AMQP only: the properties every message carries (``AMQP_PROPERTIES``)
+    amqp_properties: str = "plain"
     #: reconnects resume the TLS session (tickets)
     resume: bool = False
     #: IP MTU of the path in bytes
@@ -100,6 +110,22 @@ def _problems(s: Scenario) -> list[str]:
         (
             s.concurrency == 1 or s.protocol not in ("mqtt", "websocket"),
             "--concurrency applies to HTTP only (MQTT and WebSocket keep one message in flight)",
+        ),
+        (
+            s.http_status in HTTP_STATUSES,
+            f"--http-status must be one of {', '.join(map(str, HTTP_STATUSES))}",
+        ),
+        (
+            s.http_status == 200 or s.protocol in ("http1", "http2"),
+            "--http-status applies to HTTP only",
+        ),
+        (
+            s.amqp_properties in AMQP_PROPERTIES,
+            f"--amqp-properties: {'|'.join(AMQP_PROPERTIES)}",
+        ),
+        (
+            s.amqp_properties == "plain" or s.protocol == "amqp",
+            "--amqp-properties applies to --protocol amqp only",
         ),
         (not s.resume or s.tls != "off", "--resume needs --tls 1.2 or 1.3"),
         (MIN_MTU <= s.mtu <= MAX_MTU, f"--mtu must be between {MIN_MTU} and {MAX_MTU}"),
