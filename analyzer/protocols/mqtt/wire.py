@@ -297,11 +297,3 @@ def read_packet_id(buf: bytes | bytearray, pos: int, end: int) -> int:
     """The Packet Identifier that opens PUBACK, PUBREC, PUBREL and PUBCOMP (section 3.4.2)."""
     return _u16(buf, pos, end)
 
-
-def read_level_byte(buf: bytes | bytearray, pos: int, end: int) -> int:
-    """The protocol level byte of a CONNECT whose variable header begins at ``pos``."""
-    name_len = _u16(buf, pos, end)
-    at = pos + 2 + name_len
-    if at >= end:
-        raise MalformedPacket("mqtt.bad_connect", "CONNECT cut before its level")
-    return buf[at]
