@@ -37,10 +37,15 @@ _INVISIBLE_FORMAT = frozenset(
 #: Names for the controls a reader knows by their C escape; the rest are shown as \xNN / \uNNNN.
 _SHORT_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
-#: Characters CommonMark lets a backslash escape and that carry meaning somewhere in a line or a
-#: GFM table cell: code spans, emphasis, links and images, raw HTML and autolinks, entity
-#: references, table pipes, strikethrough, headings.  A backslash itself comes first.
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]()<>|~#!&{}$^])")
+#: Characters CommonMark lets a backslash escape and that carry meaning anywhere in a line or a
+#: GFM table cell: backslash, code spans, emphasis, link and image brackets (so "(" and "!" mean
+#: nothing after them), raw HTML and autolinks, entity references, table pipes, strikethrough,
+#: headings, GitHub's $math$.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~#&$])")
+#: What starts a block when it starts a line: a bullet or a setext heading underline ("-", "+",
+#: "="), an ordered-list number ("1." / "1)").
+_MARKDOWN_BULLET = re.compile(r"^([-+=])")
+_MARKDOWN_ORDERED = re.compile(r"^(\d+)([.)])")
 
 #: A spreadsheet treats a cell starting with one of these as a formula (OWASP "CSV Injection").
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
@@ -80,7 +85,9 @@ def terminal_text(text: object, style: str = "") -> Text:
 
 def markdown(text: object) -> str:
     """For Markdown text or a GFM table cell: rendered as the literal characters."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", visible(text))
+    escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", visible(text))
+    escaped = _MARKDOWN_BULLET.sub(r"\\\1", escaped, count=1)
+    return _MARKDOWN_ORDERED.sub(r"\1\\\2", escaped, count=1)
 
 
 def html(text: object) -> str:

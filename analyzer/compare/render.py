@@ -5,12 +5,12 @@ values and text; the command writes the files and prints.
 from __future__ import annotations
 
 import base64
-import html
 from collections.abc import Sequence
 from typing import Any
 
 from rich.table import Table
 
+from analyzer import escape
 from analyzer.compare.charts import (
     CHART_NAMES,
     PROTOCOL_NAMES,
@@ -132,7 +132,7 @@ def _terminal_table(title: str, rows: list[list[str]]) -> Table:
     for column in TERMINAL_COLUMNS:
         table.add_column(column, justify="left" if column == "case" else "right")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*map(escape.terminal_text, row))
     return table
 
 
@@ -158,38 +158,53 @@ def terminal_tables(result: CompareResult, claims: Sequence[Claim]) -> list[Tabl
     verdicts.add_column("why", ratio=3)
     for claim in claims:
         style = VERDICT_STYLES.get(claim.verdict, "")
-        verdicts.add_row(claim.text, f"[{style}]{claim.verdict}[/]", claim.explanation)
+        verdicts.add_row(
+            escape.terminal_text(claim.text),
+            escape.terminal_text(claim.verdict, style=style),
+            escape.terminal_text(claim.explanation),
+        )
     return [headline, modes, verdicts]
 
 
 # -- markdown -------------------------------------------------------------------------------
 
 
-def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+def _md_table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], bold: Sequence[int] = ()
+) -> str:
+    """A GFM table; every cell is escaped text (analyzer/escape.py), columns in ``bold`` bold."""
 
-    return "\n".join([line(headers), line(["---"] * len(headers)), *map(line, rows)])
+    def cell(i: int, value: str) -> str:
+        text = escape.markdown(value)
+        return f"**{text}**" if i in bold and text else text
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(cell(i, c) for i, c in enumerate(cells)) + " |"
+
+    rule = "| " + " | ".join(["---"] * len(headers)) + " |"
+    return "\n".join([line(headers), rule, *map(line, rows)])
 
 
 def claims_markdown(claims: Sequence[Claim]) -> str:
     """The claims table on its own (the README's example)."""
-    rows = [[c.text, f"**{c.verdict}**", claim_figures(c), c.explanation] for c in claims]
-    table = _md_table(("claim", "verdict", "measured", "why"), rows)
-    rules = "\n".join(f"- *{c.text}*: {c.rule}." for c in claims)
+    rows = [[c.text, c.verdict, claim_figures(c), c.explanation] for c in claims]
+    table = _md_table(("claim", "verdict", "measured", "why"), rows, bold=(1,))
+    md = escape.markdown
+    rules = "\n".join(f"- *{md(c.text)}*: {md(c.rule)}." for c in claims)
     return f"{table}\n\nRules behind the verdicts:\n\n{rules}\n"
 
 
 def render_markdown(result: CompareResult, claims: Sequence[Claim]) -> str:
     """``report.md``; the charts are the PNG files written beside it."""
     charts = "\n\n".join(
-        f"![{name}]({name}.png)\n\n*{CHART_CAPTIONS[name]}*" for name in CHART_NAMES
+        f"![{escape.markdown(name)}]({name}.png)\n\n*{escape.markdown(CHART_CAPTIONS[name])}*"
+        for name in CHART_NAMES
     )
     all_rows = [case_row(m) for m in result.measurements.values()]
     return (
         "# wireprobe compare: REST calls against a message queue, measured\n\n"
-        f"{run_note(result)}\n\n"
-        + "".join(f"- {line}\n" for line in headlines(result))
+        f"{escape.markdown(run_note(result))}\n\n"
+        + "".join(f"- {escape.markdown(line)}\n" for line in headlines(result))
         + "\n## Claims\n\n"
         f"{claims_markdown(claims)}\n"
         "## Protocol against protocol\n\n"
@@ -199,7 +214,7 @@ def render_markdown(result: CompareResult, claims: Sequence[Claim]) -> str:
         "## Every case\n\n"
         f"{_md_table(CASE_COLUMNS, all_rows)}\n\n"
         f"{GLOSSARY}\n\n"
-        f"{consistency_note(result)}\n"
+        f"{escape.markdown(consistency_note(result))}\n"
     )
 
 
@@ -245,8 +260,9 @@ window.addEventListener("load", function () {
 """
 
 
-def _e(text: object) -> str:
-    return html.escape(str(text))
+#: Every value interpolated into the page goes through this (analyzer/escape.py): text and
+#: quoted attributes alike, constants included, so no string is ever raw HTML.
+_e = escape.html
 
 
 def html_table(headers: Sequence[str], rows: Sequence[Sequence[str]], text_columns: int = 1) -> str:
@@ -284,15 +300,17 @@ def claims_html(claims: Sequence[Claim]) -> str:
     rows = []
     for c in claims:
         figures = "<br>".join(
-            f"{_e(f.label)}: <b>{f.value:.4g}</b> {_e(f.unit)}" for f in c.figures
+            f"{_e(f.label)}: <b>{_e(f'{f.value:.4g}')}</b> {_e(f.unit)}" for f in c.figures
         )
-        cls = "verdict-" + c.verdict.replace(" ", "-")
+        cls = _e("verdict-" + c.verdict.replace(" ", "-"))
         rows.append(
             f'<tr><td class="text">{_e(c.text)}</td><td class="text {cls}">{_e(c.verdict)}</td>'
             f'<td class="text">{figures}</td><td class="text">{_e(c.explanation)}'
             f"<br><small>Rule: {_e(c.rule)}.</small></td></tr>"
         )
-    head = "".join(f'<th class="text">{h}</th>' for h in ("claim", "verdict", "measured", "why"))
+    head = "".join(
+        f'<th class="text">{_e(h)}</th>' for h in ("claim", "verdict", "measured", "why")
+    )
     return (
         f'<table id="claims"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
     )
@@ -484,7 +502,7 @@ def render_capture_html(analysis_json: dict[str, Any]) -> str:
     findings = capture_findings(analysis_json)
     body = (
         f"<h1>wireprobe: {_e(captures or 'capture')}</h1>"
-        f"<p>{_num(analysis_json.get('packets'))} packets, "
+        f"<p>{_e(_num(analysis_json.get('packets')))} packets, "
         f"{len(analysis_json['connections'])} connections, "
         f"{len(analysis_json['messages'])} messages.</p>"
         f"<h2>Summary</h2>{html_table(SUMMARY_COLUMNS, summary)}"
