@@ -448,6 +448,12 @@ def run(argv: list[str] | None = None) -> int:
     except MemoryError:
         say("out of memory")
         return 2
+    except OSError as err:
+        # An I/O failure no stage turned into a WireprobeError: a full disk under a temporary
+        # spool, a vanished file.  The operator's problem, not a bug: one line, exit 2.
+        where = f"{err.filename}: " if err.filename else ""
+        say(f"{where}{err.strerror or err}")
+        return 2
     except Exception as err:
         if os.environ.get(DEBUG_ENV):
             raise
