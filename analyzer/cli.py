@@ -304,6 +304,7 @@ def capture(
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
 ) -> None:
     """Real peers (hypercorn + httpx, pika + RabbitMQ) on loopback, recorded, then analysed."""
+    from analyzer.escape import terminal
     from analyzer.keylog import KeyLog
     from analyzer.live import LiveOptions, run_capture
     from analyzer.pipeline import analyze as run_analysis
@@ -340,8 +341,8 @@ def capture(
     except WireprobeError as err:
         fail(str(err))
     typer.echo(
-        f"recorded {result.pcap}: {result.packets} packets, {len(result.clients)} connections, "
-        f"{len(result.sent)} messages",
+        f"recorded {terminal(result.pcap)}: {result.packets} packets, "
+        f"{len(result.clients)} connections, {len(result.sent)} messages",
         err=True,
     )
     if result.dropped_packets or result.unclosed:

@@ -98,6 +98,10 @@ def plan(path: str | os.PathLike[str] | None, *, force: bool = False) -> Target:
         raise UsageError(f"cannot write {name}: {_reason(err)}") from err
     if mode is not None and not stat.S_ISREG(mode):
         return _plan_special(name, mode, force)
+    if mode is None and os.path.islink(name):
+        # Following it would create a file wherever the link points (a planted link in a shared
+        # directory, written as root); replacing it would surprise whoever made it.
+        raise UsageError(f"cannot write {name}: it is a symbolic link to nothing")
     if mode is not None and not force:
         raise UsageError(f"{name} exists; add --force to overwrite it")
     final = Path(os.path.realpath(name))

@@ -458,6 +458,12 @@ def test_paths_that_cannot_work_are_one_line(tmp_path: Path) -> None:
     one_line_error(wireprobe("analyze", str(GOLDEN), "-o", f"{GOLDEN}/x.json"), "not a directory")
     one_line_error(wireprobe("analyze", str(GOLDEN), "-o", str(tmp_path)), "directory")
     one_line_error(wireprobe("analyze", str(GOLDEN), "-o", str(tmp_path / "no" / "x")), "exist")
+    planted = tmp_path / "planted.json"
+    planted.symlink_to(tmp_path / "elsewhere" / "x")
+    for extra in ((), ("--force",)):
+        result = wireprobe("analyze", str(GOLDEN), "-o", str(planted), *extra)
+        one_line_error(result, "symbolic link to nothing")
+    planted.unlink()
     # The temporary file has a name of its own: yesterday's "out.json.partial" directory (or
     # a planted link) is not written through.
     (tmp_path / "out.json.partial").mkdir()
