@@ -6,6 +6,7 @@ for unusable input or arguments (DESIGN.md section 5).  Never a traceback for ba
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -173,7 +174,11 @@ def _refuse_overwrite(paths: list[Path | None], force: bool) -> list[Target]:
     no --force, an existing regular file does)."""
     from analyzer.output import plan
 
-    return [plan(path, force=force) for path in paths if path is not None]
+    targets = [plan(path, force=force) for path in paths if path is not None]
+    files = [t.path for t in targets if t.path is not None]
+    if len(set(files)) < len(files):
+        raise UsageError("two outputs name the same file")
+    return targets
 
 
 def _write_generated(targets: list[Target], files: list[bytes]) -> None:
@@ -268,7 +273,8 @@ def generate(
     typer.echo(
         f"wrote {terminal(output)}: {len(result.frames)} packets, "
         f"{len(conns) if isinstance(conns, list) else '?'} connections, "
-        f"{scenario.messages} messages"
+        f"{scenario.messages} messages",
+        err=str(output) == "-",  # the pcap itself went to stdout: keep the stream clean
     )
 
 
@@ -452,8 +458,7 @@ def run(argv: list[str] | None = None) -> int:
     except OSError as err:
         # An I/O failure no stage turned into a WireprobeError: a full disk under a temporary
         # spool, a vanished file.  The operator's problem, not a bug: one line, exit 2.
-        where = f"{err.filename}: " if err.filename else ""
-        say(f"{where}{err.strerror or err}")
+        say(_os_error_line(err))
         return 2
     except Exception as err:
         if os.environ.get(DEBUG_ENV):
@@ -466,6 +471,18 @@ def run(argv: list[str] | None = None) -> int:
     if status == INTERRUPTED_EXIT:
         say("interrupted")
     return status if isinstance(status, int) else 0
+
+
+#: errno values that mean "the disk (or the file size limit) is full".
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+
+
+def _os_error_line(err: OSError) -> str:
+    where = f"{err.filename}: " if err.filename else ""
+    if err.errno in DISK_FULL_ERRNOS and not err.filename:
+        # An anonymous file: the JSON/CSV spool (tempfile, under TMPDIR) is the only one.
+        where = "cannot write the temporary spool (TMPDIR): "
+    return f"{where}{err.strerror or err}"
 
 
 def _usage_error(err: typer.TyperException) -> int:

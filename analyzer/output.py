@@ -156,12 +156,50 @@ def open_target(
 
 
 def write_all(items: Sequence[tuple[Target, bytes]]) -> None:
-    """Several files all or nothing as far as a file system allows (``generate``'s pcap, key
-    log and truth): every temporary file is complete before the first rename."""
-    with contextlib.ExitStack() as stack:
+    """Several outputs all or nothing (``generate``'s pcap, key log and truth): every regular
+    file is complete in its temporary file before the first is renamed into place, so a full
+    disk half-way leaves none of them, not a pcap without its key log."""
+    pending: list[tuple[Target, Path]] = []
+    try:
         for target, data in items:
-            out = stack.enter_context(open_target(target, "wb"))
+            if target.kind is Kind.ATOMIC:
+                pending.append((target, _temporary_with(target, data)))
+        for target, data in items:
+            if target.kind is not Kind.ATOMIC:
+                with open_target(target, "wb") as out:
+                    out.write(data)
+        while pending:
+            target, tmp = pending[0]
+            assert target.path is not None
+            try:
+                _place(tmp, target.path, target)
+            except OSError as err:
+                raise OutputError(target.name, _reason(err)) from err
+            pending.pop(0)
+    finally:
+        for _, tmp in pending:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def _temporary_with(target: Target, data: bytes) -> Path:
+    """``data`` in a complete, synced temporary file beside ``target``, or nothing."""
+    assert target.path is not None
+    fd, name = _make_temporary(target)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out:
             out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        _set_mode(tmp, target.path)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(err, OSError):
+            raise OutputError(target.name, _reason(err)) from err
+        raise
+    return tmp
 
 
 @contextlib.contextmanager

@@ -494,6 +494,17 @@ def test_a_full_disk_leaves_no_partial_file_and_the_old_one_whole(tmp_path: Path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
 
 
+def test_a_full_disk_under_the_spool_is_one_line(tmp_path: Path) -> None:
+    # The JSON report spools records to an anonymous temporary file while the capture is read;
+    # standard output is a pipe, which the file size limit does not touch.
+    big = tmp_path / "big.pcap"
+    args = ("--protocol", "http1", "--messages", "40", "--per-connection", "1")
+    assert wireprobe("generate", *args, "-o", str(big)).returncode == 0
+    result = wireprobe("analyze", str(big), "-f", "json", preexec=_limit_file_size)
+    one_line_error(result, "temporary spool")
+    assert result.stdout == ""
+
+
 def test_generate_never_leaves_a_cut_pcap(tmp_path: Path) -> None:
     args = ("generate", "--protocol", "http1", "--tls", "1.3", "--messages", "20")
     files = ("-o", str(tmp_path / "g.pcap"), "--keylog", str(tmp_path / "g.keys"))
@@ -503,6 +514,24 @@ def test_generate_never_leaves_a_cut_pcap(tmp_path: Path) -> None:
     whole = wireprobe(*args, *files, "--truth", str(tmp_path / "g.json"))
     assert whole.returncode == 0, whole.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.json", "g.keys", "g.pcap"]
+
+
+def test_generate_writes_all_its_files_or_none(tmp_path: Path) -> None:
+    # One message: the pcap fits under the limit, its truth file does not.  Placing the pcap
+    # alone would leave a capture whose ground truth is missing.
+    args = ("generate", "--protocol", "http1", "--messages", "1", "-o", str(tmp_path / "g.pcap"))
+    whole = wireprobe(*args, "--truth", str(tmp_path / "g.json"))
+    assert whole.returncode == 0, whole.stderr
+    sizes = sorted(p.stat().st_size for p in tmp_path.iterdir())
+    assert sizes[0] < SMALL_FSIZE_BYTES < sizes[1], sizes
+    for path in list(tmp_path.iterdir()):
+        path.unlink()
+    cut = wireprobe(*args, "--truth", str(tmp_path / "g.json"), preexec=_limit_file_size)
+    one_line_error(cut, "too large")
+    assert list(tmp_path.iterdir()) == []
+    same = wireprobe(*args, "--truth", str(tmp_path / "g.pcap"))
+    one_line_error(same, "same file")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_closed_stdout_is_one_line() -> None:
