@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 from builder import Conversation
@@ -653,3 +654,100 @@ def test_a_signal_stops_an_endless_capture_promptly(signum: int, status: int) ->
 )
 def test_usage_errors_are_one_line_not_a_panel(args: tuple[str, ...], needle: str) -> None:
     one_line_error(wireprobe(*args), needle)
+
+
+# -- the compare report's renderers ------------------------------------------------------------
+
+
+def _hostile_claim(text: str) -> Any:
+    from analyzer.compare.claims import Claim, Figure
+
+    return Claim(
+        key="hostile",
+        text=text,
+        verdict="true",
+        rule=text,
+        explanation=text,
+        figures=(Figure(label=text, value=1.0, unit=text),),
+    )
+
+
+@pytest.mark.parametrize("text", [*HOSTILE, HOSTILE_NAME])
+def test_compare_markdown_and_html_carry_a_claim_as_text(text: str) -> None:
+    from analyzer.compare.render import claims_html, claims_markdown
+
+    claim = _hostile_claim(text)
+    rendered = _rendered(claims_markdown([claim]))
+    assert "script" not in rendered.tags and "img" not in rendered.tags
+    assert escape.visible(text) in "".join(rendered.text)
+    parsed = _Elements()
+    parsed.feed(claims_html([claim]))
+    assert set(parsed.tags) <= {"table", "thead", "tbody", "tr", "th", "td", "b", "br", "small"}
+    assert "onerror" not in parsed.attrs
+    assert escape.visible(text) in "".join(parsed.text)
+
+
+def test_compare_terminal_table_shows_markup_as_itself() -> None:
+    from rich.console import Console
+
+    from analyzer.compare.render import _terminal_table
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=400, color_system=None)
+    console.print(_terminal_table("t", [[text, "1", "2", "3", "4", "5"] for text in HOSTILE]))
+    printed = buffer.getvalue()
+    assert not any(c in printed for c in CONTROL_CHARS)
+    assert "[bold red]x[old][/bold red]" in printed and "[/]" in printed
+
+
+# -- the writer, in process -------------------------------------------------------------------
+
+
+def test_plan_tells_files_devices_and_standard_output_apart(tmp_path: Path) -> None:
+    from analyzer.errors import UsageError
+    from analyzer.output import Kind, plan
+
+    assert plan(None).kind is Kind.STDOUT and plan("-").kind is Kind.STDOUT
+    assert plan(tmp_path / "new.json").kind is Kind.ATOMIC
+    assert plan(_device(tmp_path / "null", 3)).kind is Kind.STREAM
+    disk = tmp_path / "disk"
+    os.mknod(disk, stat.S_IFBLK | 0o600, os.makedev(7, 200))  # a loop device node: never opened
+    with pytest.raises(UsageError, match="block device"):
+        plan(disk)
+    assert plan(disk, force=True).kind is Kind.STREAM
+
+
+def test_an_exception_inside_the_writer_leaves_nothing(tmp_path: Path) -> None:
+    from analyzer.output import open_target, plan
+
+    target = plan(tmp_path / "out.txt")
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom), open_target(target, "w") as out:
+        out.write("half")
+        raise Boom
+    assert list(tmp_path.iterdir()) == []
+    with open_target(target, "w") as out:
+        out.write("whole")
+    assert (tmp_path / "out.txt").read_text() == "whole"
+    assert stat.S_IMODE((tmp_path / "out.txt").stat().st_mode) == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_a_file_that_appears_while_writing_is_not_overwritten(tmp_path: Path) -> None:
+    from analyzer.output import OutputError, open_target, plan
+
+    path = tmp_path / "out.txt"
+    target = plan(path)  # nothing there yet, no --force
+    with pytest.raises(OutputError, match="appeared"), open_target(target, "w") as out:
+        out.write("mine")
+        path.write_text("someone else's")
+    assert path.read_text() == "someone else's"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
