@@ -59,6 +59,13 @@ MAX_EARLY_ACKS = 64
 #: miss segments before it, so allow one unscaled window (64 KiB), no more.
 RST_WINDOW_BYTES = 64 * 1024
 
+#: Flag sets no conforming stack sends (RFC 9293 section 3.10.7: a SYN carries no FIN, an RST
+#: ends the connection so neither SYN nor FIN can ride on it; scanners send them to fingerprint
+#: stacks): indexed by ``flags & (SYN | FIN | RST)``, nonzero where the set is contradictory.
+_CONTRADICTORY = tuple(
+    0xFF if bin(index).count("1") > 1 else 0 for index in range((SYN | FIN | RST) + 1)
+)
+
 #: The fast path's one read of a frame: Ethernet type, then the 20-byte IPv4 header (version/IHL,
 #: total length, flags/fragment offset, protocol), then source and destination addresses and the
 #: TCP ports as one 12-byte string (they are contiguous: that is the flow key), then the TCP
@@ -515,7 +522,9 @@ class FlowTable:
             # seq = next - 1 and would shift the stream by one byte.
             self._pure_ack(conn, direction, flags, ack, link, ip, tcp, ordinal, ts)
             return
-        if flags & FIN and not conn.fin[direction]:
+        if flags & FIN and not flags & RST and not conn.fin[direction]:
+            # (With RST the FIN says nothing more: the reset already ended both directions,
+            # and the segment may be the first of a direction, with no stream to end.)
             self._fin(conn, direction, seq, plen, ordinal, ts)
         if flags & ACK:
             other = conn.asm[1 - direction]
@@ -618,6 +627,8 @@ class FlowTable:
         ordinal: int,
         ts: float,
     ) -> None:
+        if flags & _CONTRADICTORY[flags & (SYN | FIN | RST)]:
+            conn.anomalies["tcp.bad_flags"] = conn.anomalies.get("tcp.bad_flags", 0) + 1
         if flags & RST:
             asm = conn.asm[direction]
             if asm.base is not None and abs(asm.offset(seq) - asm.next) > RST_WINDOW_BYTES:
