@@ -35,8 +35,9 @@ from analyzer.errors import CaptureError
 #: captured bytes).  A plain tuple: it is the only object made per packet.
 RawPacket = tuple[float, int, int, bytes]
 
-#: ``on_secrets(secrets_type, data)``, called for each pcapng Decryption Secrets Block.
-SecretsCallback = Callable[[int, bytes], None]
+#: ``on_secrets(secrets_type, data)``, called for each pcapng Decryption Secrets Block; it may
+#: return the name of an anomaly its content showed (counted in the file's ``CaptureStats``).
+SecretsCallback = Callable[[int, bytes], str | None]
 
 STDIN_PATH: Final = "-"
 
@@ -775,7 +776,9 @@ def _secrets(
         _count(stats, BAD_BLOCK)
         return
     if on_secrets is not None:
-        on_secrets(secrets_type, buf[pos + 16 : pos + 16 + length])
+        anomaly = on_secrets(secrets_type, buf[pos + 16 : pos + 16 + length])
+        if anomaly is not None:
+            _count(stats, anomaly)
 
 
 # --- several files as one -----------------------------------------------------------------------

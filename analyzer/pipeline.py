@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
-from analyzer.capture import SECRETS_TLS_KEY_LOG, CaptureSet
+from analyzer.capture import CaptureSet
 from analyzer.flows import Connection, FlowTable
-from analyzer.keylog import KeyLog
+from analyzer.keylog import KeyLog, secrets_block
 from analyzer.options import AnalyzeOptions
 from analyzer.records import Record, Summary, connection_records
 
@@ -75,9 +75,8 @@ def analyze(
         keylog = KeyLog()
         options = replace(options, decode=replace(options.decode, keylog=keylog))
 
-    def secrets(kind: int, data: bytes) -> None:
-        if kind == SECRETS_TLS_KEY_LOG and keylog is not None:
-            keylog.add_text(data)
+    def secrets(kind: int, data: bytes) -> str | None:
+        return secrets_block(keylog, kind, data)
 
     captures = CaptureSet(paths, stdin=stdin, on_secrets=secrets)
     table = FlowTable(options, finished)
