@@ -36,6 +36,8 @@ class Analysis:
     skipped: dict[str, int] = field(default_factory=dict)
     connections: int = 0
     messages: int = 0
+    #: what the connection table's state budget did, when it did (analyzer/budget.py)
+    connection_table: dict[str, int] | None = None
 
     def header(self) -> dict[str, Any]:
         return {
@@ -44,6 +46,7 @@ class Analysis:
             "packets": self.packets,
             "tcp_packets": self.tcp_packets,
             "skipped_packets": self.skipped,
+            **({"connection_table": self.connection_table} if self.connection_table else {}),
         }
 
 
@@ -88,6 +91,7 @@ def analyze(
     try:
         result.packets, result.tcp_packets = table.run(captures, skipped)
         table.close()
+        result.connection_table = table.budget_report()
     finally:
         gc.set_threshold(*thresholds)
     result.skipped = dict(sorted(skipped.items()))
