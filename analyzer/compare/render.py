@@ -46,7 +46,7 @@ CHART_CAPTIONS = {
     "is the marginal cost, what one more message costs on an open connection.",
     "latency": "Time per message for one sender, from the counted round trips and loaded bytes, "
     "at a rack's, a region's and a cross-region RTT (each panel its own scale). Solid: the "
-    "strongest TLS setting measured; dashed: cleartext. " + MODEL,
+    "strongest TLS setting measured; dashed: cleartext.",
     "paths": "Marginal wire bytes of one message along its whole path, each leg in its own "
     "colour: a queued message is published and then delivered; an RPC over a broker crosses "
     "four legs; a reverse proxy adds a second hop to an HTTP call.",
@@ -250,9 +250,9 @@ def glossary_markdown() -> str:
 
 def render_markdown(result: CompareResult, claims: Sequence[Claim]) -> str:
     """``report.md``; the charts are the PNG files written beside it."""
-    charts = "\n\n".join(
-        f"![{name}]({name}.png)\n\n*{CHART_CAPTIONS[name]}*" for name in CHART_NAMES
-    )
+    # The latency chart's model is written under it (issue 14), as in the HTML page.
+    captions = CHART_CAPTIONS | {"latency": f"{CHART_CAPTIONS['latency']} {MODEL}"}
+    charts = "\n\n".join(f"![{name}]({name}.png)\n\n*{captions[name]}*" for name in CHART_NAMES)
     all_rows = [case_row(result, m) for m in result.measurements.values()]
     not_run = (
         f"## Cases not run\n\n{_md_table(NOT_RUN_COLUMNS, not_run_rows(result))}\n\n"
@@ -274,7 +274,9 @@ def render_markdown(result: CompareResult, claims: Sequence[Claim]) -> str:
         "## Protocol against protocol\n\n"
         f"{_md_table(CASE_COLUMNS, headline_rows(result))}\n\n"
         "## The whole path of a message\n\n"
-        f"{_md_table(PATH_COLUMNS, path_rows(result))}\n\n"
+        f"{_md_table(PATH_COLUMNS, path_rows(result, legs=False))}\n\n"
+        "Leg by leg:\n\n"
+        f"{_md_table(PATH_COLUMNS, path_rows(result, legs=True))}\n\n"
         "## Latency\n\n"
         f"{_md_table(TIMING_COLUMNS, timing_rows(result))}\n\n"
         + "".join(f"- {line}\n" for line in reuse_lines(result))
@@ -407,8 +409,10 @@ def render_html(
         f"<h2>Claims</h2>{claims_html(claims)}"
         f"<h2>Protocol against protocol</h2>{html_table(CASE_COLUMNS, headline_rows(result), 2)}"
         f"{charts['loaded-bytes']}"
-        f"<h2>The whole path of a message</h2>{html_table(PATH_COLUMNS, path_rows(result), 3)}"
-        f"{charts['paths']}"
+        "<h2>The whole path of a message</h2>"
+        f"{html_table(PATH_COLUMNS, path_rows(result, legs=False), 3)}"
+        f"{charts['paths']}<h3>Leg by leg</h3>"
+        f"{html_table(PATH_COLUMNS, path_rows(result, legs=True), 3)}"
         f"<h2>Latency</h2>{html_table(TIMING_COLUMNS, timing_rows(result), 2)}"
         + "<ul>"
         + "".join(f"<li>{_e(line)}</li>" for line in reuse_lines(result))

@@ -80,16 +80,19 @@ def _f(value: float, digits: int = 1) -> str:
     return f"{value:.{digits}f}"
 
 
-def path_rows(result: CompareResult) -> list[list[str]]:
-    """One row per leg, then the path's total, for every path measured."""
+def path_rows(result: CompareResult, *, legs: bool) -> list[list[str]]:
+    """Every path measured: its end-to-end figures (``legs`` False), or one row per leg."""
     rows = []
     for p in path_figures(result):
         tls = TLS_NAMES[p.case.tls]
+        if not legs:
+            label = f"end to end, {len(p.legs)} leg{'s' if len(p.legs) > 1 else ''}"
+            rows.append(_path_row(p.case.path.name, label, tls, p.connections, p.total))
+            continue
         for leg in p.legs:
             rows.append(
                 _path_row(p.case.path.name, leg.leg.label, tls, leg.connections, leg.figures)
             )
-        rows.append(_path_row(p.case.path.name, "end to end", tls, p.connections, p.total))
     return rows
 
 
