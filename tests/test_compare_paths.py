@@ -380,3 +380,47 @@ def test_live_run_has_every_case_tls_included_beside_the_synthetic_one(tmp_path:
     assert all(ok for _, name, _, _, ok in rows if name == "handshakes")
     text = (tmp_path / "live" / "report.md").read_text()
     assert "## Live against synthetic" in text
+
+
+# -- the generator's new knobs -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["http1", "http2"])
+@pytest.mark.parametrize("status", [202, 204])
+def test_notification_answers_carry_no_body_and_match_the_truth(
+    tmp_path: Path, protocol: str, status: int
+) -> None:
+    from conftest import analyze_json
+
+    from analyzer.synth import Scenario, generate
+
+    generated = generate(Scenario(protocol=protocol, http_status=status, messages=3, payload=64))
+    generated.write(tmp_path / "n.pcap")
+    analysis = analyze_json([tmp_path / "n.pcap"])
+    check_conservation(analysis)
+    truth = generated.truth["summary"]
+    assert isinstance(truth, dict)
+    summary = analysis["summary"][protocol]
+    assert summary["payload_bytes"] == truth[protocol]["payload_bytes"] == 3 * 64
+    assert summary["marginal_bytes_per_message"] == truth[protocol]["marginal_bytes_per_message"]
+    wire = b"".join(f for _, f in generated.frames)
+    if protocol == "http1":
+        assert f"HTTP/1.1 {status} ".encode() in wire
+        assert (b"Content-Length: 0" in wire) == (status == 202)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"http_status": 500},
+        {"protocol": "amqp", "http_status": 202},
+        {"amqp_properties": "request"},
+        {"protocol": "amqp", "amqp_properties": "bogus"},
+    ],
+)
+def test_bad_notification_or_rpc_options_are_usage_errors(fields: dict[str, Any]) -> None:
+    from analyzer.errors import UsageError
+    from analyzer.synth import Scenario
+
+    with pytest.raises(UsageError):
+        Scenario(**fields).validate()
