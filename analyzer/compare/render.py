@@ -28,8 +28,10 @@ from analyzer.compare.sections import (
     GLOSSARY,
     HOW_TO_READ,
     LIVE_COLUMNS,
+    MARGINAL_NOTE,
     NOT_RUN_COLUMNS,
     PATH_COLUMNS,
+    PATHS_NOTE,
     TIMING_COLUMNS,
     live_rows,
     not_run_rows,
@@ -273,7 +275,9 @@ def render_markdown(result: CompareResult, claims: Sequence[Claim]) -> str:
         f"{claims_markdown(claims)}\n"
         "## Protocol against protocol\n\n"
         f"{_md_table(CASE_COLUMNS, headline_rows(result))}\n\n"
+        f"{MARGINAL_NOTE}\n\n"
         "## The whole path of a message\n\n"
+        f"{PATHS_NOTE}\n\n"
         f"{_md_table(PATH_COLUMNS, path_rows(result, legs=False))}\n\n"
         "Leg by leg:\n\n"
         f"{_md_table(PATH_COLUMNS, path_rows(result, legs=True))}\n\n"
@@ -408,8 +412,9 @@ def render_html(
         f'<dl id="glossary">{glossary}</dl></section>'
         f"<h2>Claims</h2>{claims_html(claims)}"
         f"<h2>Protocol against protocol</h2>{html_table(CASE_COLUMNS, headline_rows(result), 2)}"
+        f"<p><small>{_e(MARGINAL_NOTE)}</small></p>"
         f"{charts['loaded-bytes']}"
-        "<h2>The whole path of a message</h2>"
+        f"<h2>The whole path of a message</h2><p>{_e(PATHS_NOTE)}</p>"
         f"{html_table(PATH_COLUMNS, path_rows(result, legs=False), 3)}"
         f"{charts['paths']}<h3>Leg by leg</h3>"
         f"{html_table(PATH_COLUMNS, path_rows(result, legs=True), 3)}"
