@@ -308,8 +308,8 @@ def _closed_port() -> int:
 
 
 def test_live_run_lists_what_it_could_not_run_and_still_reports(tmp_path: Path) -> None:
-    # No broker at this URL: every AMQP case fails, the HTTP ones run; the HTTP 202 legs cannot
-    # run live at all.  The run must report, not raise.
+    # No broker at this URL: every AMQP case fails, the HTTP ones run; pipelining cannot run
+    # live at all.  The run must report, not raise.
     live = CompareOptions(
         messages=2,
         payloads=(16,),
@@ -325,12 +325,12 @@ def test_live_run_lists_what_it_could_not_run_and_still_reports(tmp_path: Path) 
     reasons = {(n.case.mode, n.case.tls): n.reason for n in result.not_run}
     assert "live run failed" in reasons["amqp confirm", "off"]
     assert "live run failed" in reasons["amqp confirm", "1.3"]
-    assert "200 only" in reasons["http1 POST 202", "off"]
+    assert "does not pipeline" in reasons["http1 pipelined x8", "off"]
     assert {n.case.tls for n in result.not_run if n.case.protocol == "amqp"} == {"off", "1.3"}
     assert all(c.protocol == "http1" for c in result.matrix.cases)
     assert {c.key for c in report.claims} >= {"http-per-request", "queue-lighter"}
     text = (out / "report.md").read_text()
-    assert "## Cases not run" in text and "200 only" in text
+    assert "## Cases not run" in text and "does not pipeline" in text
     document = json.loads((out / "compare.json").read_text())
     assert document["source"] == "live"
     assert len(document["not_run"]) == len(result.not_run)
@@ -363,6 +363,10 @@ def test_live_run_has_every_case_tls_included_beside_the_synthetic_one(tmp_path:
     assert all(n.reason == LIVE_UNSUPPORTED_REASONS[n.case.mode] for n in result.not_run)
     assert {(c.protocol, c.tls) for c in result.measurements} == {
         (p, t) for p in ("http1", "http2", "amqp") for t in ("off", "1.3")
+    }
+    # Every path, every leg, live too: the 202 notifications and the RPC's four legs.
+    assert {(p.path.key, p.tls) for p in result.matrix.paths} == {
+        (p.key, t) for p in PATHS for t in ("off", "1.3")
     }
     for case, m in result.measurements.items():
         check_conservation(m.analysis)
