@@ -208,6 +208,7 @@ def _amqp_plan(options: LiveOptions, url: str) -> AmqpPlan:
         messages=options.messages,
         per_connection=options.messages_per_connection,
         payload=options.payload,
+        properties=options.amqp_properties,
     )
 
 
@@ -275,6 +276,7 @@ def _http_plan(options: LiveOptions, workdir: Path) -> HttpPlan:
         concurrency=options.concurrency,
         keylog=options.keylog_path,
         workdir=workdir,
+        status=options.http_status,
     )
 
 

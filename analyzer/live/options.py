@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from analyzer.errors import UsageError
+from analyzer.synth.scenario import AMQP_PROPERTIES, HTTP_STATUSES
 
 PROTOCOLS = ("http1", "http2", "amqp", "mqtt", "nats", "websocket")
 TLS_MODES = ("off", "1.2", "1.3")
@@ -46,6 +47,10 @@ class LiveOptions:
     concurrency: int = 1
     #: AMQP only: "publish", "confirm" or "consume" (None: "confirm")
     amqp_mode: str | None = None
+    #: HTTP only: the status the server answers with (200, or 202/204 without a body)
+    http_status: int = 200
+    #: AMQP only: the properties of every message ("plain", RPC "request" or "reply")
+    amqp_properties: str = "plain"
     #: the broker to talk to (AMQP only)
     amqp_url: str = DEFAULT_AMQP_URL
     #: MQTT only: QoS of every PUBLISH (None: 1)
@@ -108,6 +113,15 @@ def _problems(o: LiveOptions) -> list[str]:
             "--amqp-mode applies to --protocol amqp only",
         ),
         (o.amqp_mode is None or o.amqp_mode in AMQP_MODES, f"--amqp-mode: {'|'.join(AMQP_MODES)}"),
+        (
+            o.http_status in HTTP_STATUSES and (o.http_status == 200 or o.protocol != "amqp"),
+            "--http-status must be 200, 202 or 204, and applies to HTTP only",
+        ),
+        (
+            o.amqp_properties in AMQP_PROPERTIES
+            and (o.amqp_properties == "plain" or o.protocol == "amqp"),
+            "--amqp-properties must be plain, request or reply, and applies to AMQP only",
+        ),
         (
             o.tls == "off" or o.protocol != "amqp" or o.mtu is None,
             "--tls with --protocol amqp runs on loopback only (its TLS terminator is not "

@@ -53,6 +53,12 @@ KIND = "exchange"
 #: LimitRequestFieldSize) and 64 KiB (nginx large_client_header_buffers can reach it); past this
 #: the bytes are not HTTP we can frame.
 MAX_HEADER_BYTES = 64 * 1024
+#: Heads remembered per direction with what the fast path read from them (see
+#: ``_whole_message``): clients resend the same request head, servers the same response head
+#: until the Date changes; two each keep a connection's memory to about 1 KiB.
+MAX_REMEMBERED_HEADS = 2
+#: Longest head remembered: the usual request or response head is 100 to 400 octets.
+MAX_REMEMBERED_HEAD_BYTES = 512
 #: Longest chunk-size line (RFC 9112 section 7.1.1: size plus chunk extensions).
 MAX_CHUNK_LINE_BYTES = 4 * 1024
 #: Bytes held after an Upgrade/CONNECT request while waiting for the answer that says whether
@@ -148,6 +154,9 @@ H2C_TOKEN = b"h2c"
 WEBSOCKET_TOKEN = b"websocket"
 
 _Held = tuple[str, int, bytes | int, int, float]  # (call, direction, data or length, ordinal, ts)
+#: A remembered head: its (method, target) or its status code, and its framing fields (never
+#: changed once parsed, so one dict serves every repeat).
+_Head = tuple[tuple[bytes, bytes] | None, int | None, dict[bytes, bytes]]
 
 
 class _Exchange:
@@ -274,6 +283,9 @@ class Http1Decoder:
         self._hold_exchange: _Exchange | None = None
         #: (protocol, exchange, ts) once resp switched protocols and orig has yet to follow
         self._switch: tuple[str, _Exchange, float] | None = None
+        #: per direction, whole heads the fast path read -> what it read from them (``_Head``),
+        #: so a repeated head is not parsed again
+        self._heads: tuple[dict[bytes, _Head], dict[bytes, _Head]] = ({}, {})
 
     # -- the StreamDecoder interface ---------------------------------------------------------
 
@@ -395,12 +407,24 @@ class Http1Decoder:
         if newline < 0:
             return -1
         direction = st.direction
-        if direction == ORIG:
+        head_end = _HEAD_END.search(data, newline)
+        whole = head_end is not None and head_end.end() - start <= MAX_HEADER_BYTES
+        # A head seen before on this direction reads the same: take what was read from it.
+        heads = self._heads[direction]
+        key = b""
+        known: _Head | None = None
+        if whole and head_end is not None and head_end.end() - start <= MAX_REMEMBERED_HEAD_BYTES:
+            key = bytes(data[start : head_end.end()])
+            known = heads.get(key)
+        request: tuple[bytes, bytes] | None = None
+        status: int | None = None
+        if known is not None:
+            request, status, _ = known
+        elif direction == ORIG:
             request = request_line(data, start, newline)
-            status = None
         else:
-            request = None
-            status = _STATUS_LINE.fullmatch(data, start, newline)
+            matched = _STATUS_LINE.fullmatch(data, start, newline)
+            status = None if matched is None else int(matched.group(2))
         st.blank_end = origin + start  # (as ``_read_head`` leaves it)
         if request is None and status is None:
             self._buffer_rest(st, data, start, origin, ordinal, ts)
@@ -410,9 +434,8 @@ class Http1Decoder:
         if request is not None:
             self._start_request(st, request[0], request[1], ordinal, ts)
         elif status is not None:
-            self._start_response(st, int(status.group(2)), ordinal, ts)
-        head_end = _HEAD_END.search(data, newline)
-        if head_end is None or head_end.end() - start > MAX_HEADER_BYTES:
+            self._start_response(st, status, ordinal, ts)
+        if not whole or head_end is None:
             # ``_read_head`` goes on from its second step: the end of the header block.
             st.started = True
             st.line_end = st.scan_from = origin + newline
@@ -429,7 +452,14 @@ class Http1Decoder:
             opened[direction] = [origin + start, origin + end, message, FRAMING]
         else:
             self._charge(st, 0, end - start, message, FRAMING)
-        fields = _parse_fields(data, newline, head_end.start() + 1)
+        if known is not None:
+            fields = known[2]
+        else:
+            fields = _parse_fields(data, newline, head_end.start() + 1)
+            if key:
+                if len(heads) >= MAX_REMEMBERED_HEADS:
+                    heads.clear()
+                heads[key] = (request, status, fields)
         # 3. How the body is framed, when it is plainly (else ``length`` is None).
         length: int | None
         if direction == ORIG:
