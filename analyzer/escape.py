@@ -42,10 +42,12 @@ _SHORT_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
 #: nothing after them), raw HTML and autolinks, entity references, table pipes, strikethrough,
 #: headings, GitHub's $math$.
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~#&$])")
-#: What starts a block when it starts a line: a bullet or a setext heading underline ("-", "+",
-#: "="), an ordered-list number ("1." / "1)").
-_MARKDOWN_BULLET = re.compile(r"^([-+=])")
-_MARKDOWN_ORDERED = re.compile(r"^(\d+)([.)])")
+#: What starts a block when it starts a line (CommonMark 4.1, 4.3, 5.2): a bullet ("-" or "+"
+#: followed by a space or the end), an ordered-list number ("1." / "1)" likewise), a thematic
+#: break or setext underline (a line of only "-" or "=").  "-2+3" or "1.5" start nothing and
+#: stay as they are.
+_MARKDOWN_BULLET = re.compile(r"^([-+])(?=[ \t]|$)|^([-=])(?=[-= \t]*$)")
+_MARKDOWN_ORDERED = re.compile(r"^(\d{1,9})([.)])(?=[ \t]|$)")
 
 #: A spreadsheet treats a cell starting with one of these as a formula (OWASP "CSV Injection").
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
@@ -86,7 +88,7 @@ def terminal_text(text: object, style: str = "") -> Text:
 def markdown(text: object) -> str:
     """For Markdown text or a GFM table cell: rendered as the literal characters."""
     escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", visible(text))
-    escaped = _MARKDOWN_BULLET.sub(r"\\\1", escaped, count=1)
+    escaped = _MARKDOWN_BULLET.sub(lambda m: "\\" + m.group(0), escaped, count=1)
     return _MARKDOWN_ORDERED.sub(r"\1\\\2", escaped, count=1)
 
 

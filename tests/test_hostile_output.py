@@ -612,21 +612,28 @@ def test_a_signal_while_writing_removes_the_partial_file(
 PROMPT_STOP_S = 5.0
 
 
-@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_stops_an_endless_capture_promptly(signum: int, status: int) -> None:
-    # Standard input that never ends (a live tcpdump): the header and one packet, then silence.
+def _endless_analyze(preexec: Callable[[], None] | None = None) -> subprocess.Popen[bytes]:
+    """``wireprobe analyze -`` on standard input that never ends (a live tcpdump): the header
+    and a packet, then silence; returned once it is blocked on the read."""
     process = subprocess.Popen(
         [sys.executable, "-m", "analyzer.cli", "analyze", "-"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(REPO)},
+        preexec_fn=preexec,
     )
     assert process.stdin is not None
     process.stdin.write(GOLDEN.read_bytes()[:400])
     process.stdin.flush()
     time.sleep(2.0)  # start-up, then blocked on the read
     assert process.poll() is None
+    return process
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_an_endless_capture_promptly(signum: int, status: int) -> None:
+    process = _endless_analyze()
     process.send_signal(signum)
     started = time.monotonic()
     try:
@@ -637,6 +644,19 @@ def test_a_signal_stops_an_endless_capture_promptly(signum: int, status: int) ->
     assert process.returncode == status, stderr
     lines = stderr.decode().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("wireprobe: "), stderr
+
+
+def test_a_hangup_that_nohup_ignores_stays_ignored() -> None:
+    process = _endless_analyze(preexec=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    process.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert process.poll() is None, "SIGHUP stopped a run started under nohup"
+    process.send_signal(signal.SIGINT)
+    try:
+        _, stderr = process.communicate(timeout=PROMPT_STOP_S * 4)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
 
 
 # -- usage errors -----------------------------------------------------------------------------
