@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import stat
 import sys
@@ -207,15 +208,32 @@ def _stdout(target: Target, *, binary: bool) -> Iterator[IO[Any]]:
     stream = sys.stdout
     if stream is None or not _fd_open(1):
         raise OutputError("standard output", "it is closed")
+    out = _stdout_writer(stream.encoding or "utf-8", binary=binary)
     try:
-        yield stream.buffer if binary else stream
-        stream.flush()
+        stream.flush()  # whatever was printed before the report comes before it
+        yield out
+        out.flush()
     except BrokenPipeError:
         silence_stdout()
         raise ReaderGone() from None
     except OSError as err:
         silence_stdout()
         raise OutputError("standard output", _reason(err)) from err
+    finally:
+        with contextlib.suppress(OSError):
+            out.close()  # fd 1 itself stays open (closefd=False)
+
+
+def _stdout_writer(encoding: str, *, binary: bool) -> IO[Any]:
+    """A buffered writer of our own on fd 1.  A write-through ``sys.stdout`` (PYTHONUNBUFFERED,
+    ``python -u``) drops the rest of a short write without a word, so a disk filling up behind
+    ``> out.txt`` would cut the report and exit 0; a BufferedWriter retries the rest and the
+    next write fails loudly (EFBIG, ENOSPC)."""
+    buffered = io.BufferedWriter(io.FileIO(1, "w", closefd=False))
+    if binary:
+        return buffered
+    # backslashreplace: a terminal in an ASCII locale gets "\u2192", not a UnicodeEncodeError.
+    return io.TextIOWrapper(buffered, encoding=encoding, errors="backslashreplace")
 
 
 def _fd_open(fd: int) -> bool:

@@ -495,6 +495,24 @@ def test_a_full_disk_leaves_no_partial_file_and_the_old_one_whole(tmp_path: Path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
 
 
+def test_a_full_disk_behind_standard_output_is_one_line(tmp_path: Path) -> None:
+    # `wireprobe analyze x.pcap > /full/disk/out.txt`: the shell's file, not ours to remove.
+    with open(tmp_path / "out.txt", "wb") as out:
+        result = subprocess.run(
+            [sys.executable, "-m", "analyzer.cli", "analyze", str(GOLDEN)],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            preexec_fn=_limit_file_size,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            check=False,
+        )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines == ["wireprobe: cannot write standard output: File too large"], lines
+
+
 def test_a_full_disk_under_the_spool_is_one_line(tmp_path: Path) -> None:
     # The JSON report spools records to an anonymous temporary file while the capture is read;
     # standard output is a pipe, which the file size limit does not touch.
