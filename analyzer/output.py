@@ -34,6 +34,9 @@ from analyzer.errors import UsageError, WireprobeError
 
 #: The name users give for standard output (tcpdump's and curl's convention).
 STDOUT_NAME = "-"
+#: Names of a descriptor this process already has open (/dev/stdout, /dev/fd/3): whatever
+#: they point at is written through, never replaced.
+OPEN_FILE_PATHS = ("/dev/stdout", "/dev/stderr", "/dev/fd/", "/proc/self/fd/")
 #: Mode of a new regular file before the umask, as ``open(path, "w")`` would create it.
 NEW_FILE_MODE = 0o666
 
@@ -99,6 +102,10 @@ def plan(path: str | os.PathLike[str] | None, *, force: bool = False) -> Target:
         raise UsageError(f"cannot write {name}: {_reason(err)}") from err
     if mode is not None and not stat.S_ISREG(mode):
         return _plan_special(name, mode, force)
+    if mode is not None and name.startswith(OPEN_FILE_PATHS):
+        # /dev/stdout onto the shell's "> out.txt": write through the descriptor; renaming a
+        # new file over the shell's would be a surprise, and it needs no --force.
+        return Target(name=name, kind=Kind.STREAM, path=Path(name), force=force)
     if mode is None and os.path.islink(name):
         # Following it would create a file wherever the link points (a planted link in a shared
         # directory, written as root); replacing it would surprise whoever made it.

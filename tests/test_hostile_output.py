@@ -513,6 +513,26 @@ def test_a_full_disk_behind_standard_output_is_one_line(tmp_path: Path) -> None:
     assert lines == ["wireprobe: cannot write standard output: File too large"], lines
 
 
+def test_dev_stdout_onto_a_file_writes_through_it(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    args = ("analyze", str(GOLDEN), "-f", "json", "-o", "/dev/stdout")
+    with open(out, "wb") as shell_redirect:
+        result = subprocess.run(
+            [sys.executable, "-m", "analyzer.cli", *args],
+            stdout=shell_redirect,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            check=False,
+        )
+        inode = os.fstat(shell_redirect.fileno()).st_ino
+    assert result.returncode == 0, result.stderr
+    assert out.stat().st_ino == inode  # the shell's file, written in place, not replaced
+    assert json.loads(out.read_text())["schema"] == "wireprobe.analysis/1"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
 def test_a_full_disk_under_the_spool_is_one_line(tmp_path: Path) -> None:
     # The JSON report spools records to an anonymous temporary file while the capture is read;
     # standard output is a pipe, which the file size limit does not touch.
