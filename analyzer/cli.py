@@ -74,7 +74,12 @@ def _load_keylog(paths: list[Path]) -> object:
 
     keylog = KeyLog()
     for path in paths:
+        skipped = keylog.skipped
         keylog.load(str(path))
+        if keylog.skipped > skipped:
+            # A count only: a malformed line may still hold a secret, so none is quoted.
+            n = keylog.skipped - skipped
+            typer.echo(f"wireprobe: warning: {path}: {n} malformed key log lines skipped", err=True)
     return keylog
 
 

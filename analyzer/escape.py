@@ -42,12 +42,12 @@ _SHORT_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
 #: nothing after them), raw HTML and autolinks, entity references, table pipes, strikethrough,
 #: headings, GitHub's $math$.
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~#&$])")
-#: What starts a block when it starts a line (CommonMark 4.1, 4.3, 5.2): a bullet ("-" or "+"
-#: followed by a space or the end), an ordered-list number ("1." / "1)" likewise), a thematic
-#: break or setext underline (a line of only "-" or "=").  "-2+3" or "1.5" start nothing and
-#: stay as they are.
-_MARKDOWN_BULLET = re.compile(r"^([-+])(?=[ \t]|$)|^([-=])(?=[-= \t]*$)")
-_MARKDOWN_ORDERED = re.compile(r"^(\d{1,9})([.)])(?=[ \t]|$)")
+#: What starts a block when it starts a line: a bullet ("-" or "+" before a blank or the end), a
+#: thematic break or setext heading underline (a line of only "-" or "=" and blanks), an
+#: ordered-list number ("1." / "1)" before a blank or the end).  CommonMark needs the blank after
+#: a list marker, so a number such as "1.800" or "-5" stays as it is.
+_MARKDOWN_BULLET = re.compile(r"^([-+])(?=\s|$)|^([-=])(?=[-=\s]*$)")
+_MARKDOWN_ORDERED = re.compile(r"^(\d+)([.)])(?=\s|$)")
 
 #: A spreadsheet treats a cell starting with one of these as a formula (OWASP "CSV Injection").
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
