@@ -79,7 +79,7 @@ def _load_keylog(paths: list[Path]) -> object:
         if keylog.skipped > skipped:
             # A count only: a malformed line may still hold a secret, so none is quoted.
             n = keylog.skipped - skipped
-            typer.echo(f"wireprobe: warning: {path}: {n} malformed key log lines skipped", err=True)
+            say(f"warning: {path}: {n} malformed key log lines skipped")
     return keylog
 
 
