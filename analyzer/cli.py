@@ -7,6 +7,7 @@ for unusable input or arguments (DESIGN.md section 5).  Never a traceback for ba
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import signal
@@ -80,7 +81,7 @@ def _load_keylog(paths: list[Path]) -> object:
         if keylog.skipped > skipped:
             # A count only: a malformed line may still hold a secret, so none is quoted.
             n = keylog.skipped - skipped
-            typer.echo(f"wireprobe: warning: {path}: {n} malformed key log lines skipped", err=True)
+            say(f"warning: {path}: {n} malformed key log lines skipped")
     return keylog
 
 
@@ -480,8 +481,23 @@ class _Stopped(BaseException):
         self.signum = signum
 
 
-def _on_stop_signal(signum: int, _frame: object) -> None:
+def _on_stop_signal(cli_pid: int, signum: int, _frame: object) -> None:
+    if os.getpid() != cli_pid:
+        # A forked --jobs worker inherited this handler: die of the signal as it would have,
+        # silently, instead of unwinding a shard (its pool stops it with SIGTERM on a failure).
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     raise _Stopped(signum)
+
+
+def _install_stop_handlers() -> None:
+    # The handler knows which process is the CLI's own, so a forked worker can tell it is not.
+    handler = functools.partial(_on_stop_signal, os.getpid())
+    for signum in STOP_SIGNALS:
+        # A signal the caller ignores stays ignored (``nohup wireprobe ...`` keeps SIGHUP off).
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, handler)
 
 
 def main() -> None:
@@ -491,8 +507,7 @@ def main() -> None:
 
 def run(argv: list[str] | None = None) -> int:
     """The command line with every error as one line on stderr; returns the exit status."""
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, _on_stop_signal)
+    _install_stop_handlers()
     try:
         status = app(args=argv, standalone_mode=False)
     except KeyboardInterrupt:
