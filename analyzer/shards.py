@@ -38,6 +38,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from typing import Any, ParamSpec, TypeVar
 
+from analyzer.budget import merge_reports
 from analyzer.capture import STDIN_PATH, CaptureSet, RawPacket
 from analyzer.errors import UsageError, WireprobeError
 from analyzer.flowhash import keep_bucket
@@ -94,6 +95,8 @@ class ShardResult:
     cpu_s: float
     #: peak resident memory of the worker process so far, in KiB (``getrusage`` ru_maxrss)
     peak_rss_kib: int
+    #: what the shard's connection table budget did (analyzer/budget.py), None when nothing
+    connection_table: dict[str, int] | None = None
 
 
 def _describe(spec: ShardSpec) -> str:
@@ -135,6 +138,7 @@ def run_shard(spec: ShardSpec, report: Reporter | None = None) -> ShardResult:
             spool=pack(files) if own_dir else files,
             cpu_s=time.thread_time() - started,
             peak_rss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            connection_table=analysis.connection_table,
         )
     finally:
         if own_dir:
@@ -374,6 +378,7 @@ def merge_results(
         result.tcp_packets += r.tcp_packets
         skipped.update(r.skipped)
     result.skipped = dict(sorted(skipped.items()))
+    result.connection_table = merge_reports([r.connection_table for r in results])
     result.captures = _captures(results, groups)
     summary = Summary()
     for record, messages in merge(_spools(results, directory)):
