@@ -205,16 +205,3 @@ class TableCounters:
     def acted(self) -> bool:
         """Whether the budget retired connections beyond ordinary idle timeouts."""
         return bool(self.evicted or self.half_open_timeouts)
-
-
-def merge_reports(reports: Sequence[dict[str, int] | None]) -> dict[str, int] | None:
-    """Shards' ``connection_table`` reports as one: the counts add (each connection lives in
-    one shard), the bound is each shard's own."""
-    present = [r for r in reports if r]
-    if not present:
-        return None
-    merged = dict(present[0])
-    for report in present[1:]:
-        merged["evicted_connections"] += report["evicted_connections"]
-        merged["half_open_timeouts"] += report["half_open_timeouts"]
-    return merged
