@@ -202,7 +202,8 @@ def test_dask_cluster_of_two_workers_gives_the_same_bytes(scenarios: dict[str, P
         processes=True,
         host="127.0.0.1",
         scheduler_port=0,
-        dashboard_address=None,
+        dashboard_address=":0",  # no fixed port: others may hold 8787
+        worker_dashboard_address=":0",
     ) as cluster:
         for capture in files:
             options = _options(capture)
