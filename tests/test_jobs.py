@@ -178,7 +178,7 @@ def test_process_pool_gives_the_same_bytes(scenarios: dict[str, Path]) -> None:
         capture = scenarios[name]
         options = _options(capture)
         want = sharded_json([str(capture)], options, 1)
-        for jobs in (2, 4):
+        for jobs in (2, 4, 0):  # 0: one worker per core
             got = _json(
                 lambda on_record, c=capture, o=options, jobs=jobs: analyze_inputs(
                     [str(c)], o, jobs=jobs, on_record=on_record
