@@ -18,6 +18,7 @@ from analyzer.errors import UsageError, WireprobeError
 from analyzer.options import AnalyzeOptions, DecodeOptions
 
 if TYPE_CHECKING:
+    from analyzer.filters import Filter
     from analyzer.pipeline import Analysis
     from analyzer.report import Collector
 
@@ -105,16 +106,35 @@ def analyze(
             "--transport-only", help="Link/IP/TCP figures only; skip application decoding."
         ),
     ] = False,
+    messages: Annotated[
+        bool,
+        typer.Option("--messages", help="One row per message (docs/message-log.md), any format."),
+    ] = False,
+    connection: Annotated[
+        str | None,
+        typer.Option("--connection", help="Only this connection's messages (id or community id)."),
+    ] = None,
+    top: Annotated[
+        int | None,
+        typer.Option("--top", min=0, help="List the N costliest connections (or messages)."),
+    ] = None,
+    filter_expr: Annotated[
+        str | None,
+        typer.Option(
+            "--filter", help="BPF-like: host, port, net, src/dst, and/or/not, time, protocol."
+        ),
+    ] = None,
 ) -> None:
     """Charge every byte of a capture to a layer and a message, and summarise per protocol."""
+    from analyzer.messagelog import log_collector
     from analyzer.pipeline import analyze as run_analysis
     from analyzer.report import FORMATS, Collector
 
     if output is not None and str(output) == "-":
         output = None  # tcpdump's and curl's convention: "-" is standard output
     try:
-        if fmt not in (*FORMATS, "html"):
-            formats = ", ".join((*FORMATS, "html"))
+        if fmt not in (*FORMATS, "html", "jsonl"):
+            formats = ", ".join((*FORMATS, "jsonl", "html"))
             raise UsageError(f"--format must be one of {formats}, not {fmt!r}")
         _check_output(output, captures, force)
         options = AnalyzeOptions(
@@ -123,12 +143,16 @@ def analyze(
                 port_overrides=parse_ports(port or []),
             ),
             transport_only=transport_only,
+            select=_parse_filter(filter_expr),
         )
-        collector = Collector("json" if fmt == "html" else fmt)
+        log = log_collector(fmt, messages, connection, top, options.select)
+        collector = log or Collector("json" if fmt == "html" else fmt, top=top)
         analysis = run_analysis(captures, options, on_record=collector.add)
     except WireprobeError as err:
         fail(str(err))
-    render = _html_renderer(collector) if fmt == "html" else collector.render
+    if analysis.dropped is not None:
+        typer.echo(f"wireprobe: {analysis.dropped.sentence()}", err=True)
+    render = _html_renderer(collector) if fmt == "html" else collector.render  # type: ignore[arg-type]
     if output is None:
         _to_stdout(lambda out: render(analysis, out))
         return
@@ -140,6 +164,12 @@ def analyze(
     except OSError as err:
         tmp.unlink(missing_ok=True)
         fail(f"cannot write {output}: {err.strerror or err}")
+
+
+def _parse_filter(expression: str | None) -> Filter | None:
+    from analyzer.filters import parse_filter
+
+    return None if expression is None else parse_filter(expression)
 
 
 def _to_stdout(write: Callable[[IO[str]], None]) -> None:

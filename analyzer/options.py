@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from analyzer.filters import Filter
     from analyzer.keylog import KeyLog
 
 #: Seconds of capture time after which a connection with no packet is finalised.  Zeek's
@@ -36,3 +37,5 @@ class AnalyzeOptions:
     #: take the fused per-packet fast path for common segments (False: the general path only;
     #: tests compare the two, which must give identical results)
     fast_path: bool = True
+    #: ``--filter``: only the connections it keeps are analysed further (reported, summarised)
+    select: Filter | None = None

@@ -23,7 +23,7 @@ from analyzer.events import (
 from analyzer.flows import Connection
 from analyzer.latency import ConnectionLatency, LatencySketch, Stats, answer_latencies
 from analyzer.packets import format_endpoint
-from analyzer.roundtrips import message_round_trips, setup_round_trips
+from analyzer.roundtrips import message_round_trips, setup_round_trips, solicited_turns
 
 Record = dict[str, Any]
 
@@ -89,7 +89,10 @@ def connection_records(conn: Connection) -> tuple[Record, Iterator[Record]]:
     trips = message_round_trips(timings)
     first = min((t[1] for t in timings if t[1] >= 0), default=None)
     bound = first if first is not None else ledger.setup_hint
-    setup_trips = setup_round_trips(conn.tcp_handshake, ledger.turns, bound)
+    turns = solicited_turns(
+        ledger.turns, ledger.turn_packets, ledger.unsolicited, ledger.answering
+    )
+    setup_trips = setup_round_trips(conn.tcp_handshake, turns, bound)
     decoded = _messages_decoded(conn, count)
     latency = _latency(conn, live)
     record: Record = {
