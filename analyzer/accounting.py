@@ -46,6 +46,7 @@ from analyzer.events import (
     Unsolicited,
 )
 from analyzer.latency import ConnectionLatency
+from analyzer.unaccounted import MessageTally
 
 #: Spans kept per direction behind the decoding frontier, for charging retransmissions and ACKs
 #: of bytes already decoded.  Both look back at most about one window; 64 Ki spans cover several
@@ -204,6 +205,8 @@ class ConnectionLedger:
         self.first_start: tuple[int, float] | None = None
         #: the retired messages' latencies (the live ones are read at the end)
         self.retired_latency = ConnectionLatency()
+        #: the retired messages' account of what was not counted (``analyzer.unaccounted``)
+        self.retired_tally = MessageTally()
 
     # -- packets ----------------------------------------------------------------------------
 
@@ -548,6 +551,7 @@ class ConnectionLedger:
                 total[layer] += n
             fields = message_fields(state, row)
             self.retired_latency.add_fields(fields)
+            self.retired_tally.add_fields(fields)
             self.retiring.append(fields)
             self.retired += 1
             if len(self.retiring) >= SPOOL_BATCH:

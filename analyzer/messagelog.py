@@ -19,6 +19,7 @@ import io
 import json
 import tempfile
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import IO, Any
 
 from analyzer.errors import UsageError
@@ -78,6 +79,18 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "anomalies",
 )
 
+#: Table columns left out when no shown row has a value in them.
+OPTIONAL_COLUMNS = frozenset({"method", "target", "status", "stream", "channel", "anomalies"})
+#: Shorter headings where the column name would widen the terminal table (CSV/JSON keep names).
+TABLE_HEADINGS = {
+    "start_ts": "start (UTC)",
+    "round_trips": "RTT",
+    "marginal_bytes": "marginal B",
+    "framing_bytes": "framing B",
+    "payload_bytes": "payload B",
+}
+#: Width of the terminal table (the summary report's is 140).
+TABLE_WIDTH = 160
 #: Longest request target kept in a table cell (CSV and JSON keep the decoder's whole value).
 MAX_TABLE_TARGET_CHARS = 40
 
@@ -130,7 +143,7 @@ def message_anomalies(message: Record) -> list[str]:
     if message["protocol"] in ("http1", "http2") and message["kind"] != "push":
         if "status" not in detail:
             out.append("http.no_response")
-        if "method" not in detail:
+        if "method" not in detail and message["protocol"] == "http1":
             out.append("http.no_request")  # a response whose request was not captured
     if detail.get("blocked"):
         out.append("amqp.published_while_blocked")
@@ -218,15 +231,30 @@ class MessageLog:
             "; --format csv or jsonl lists them all" if shown < self.rows_seen else ""
         )
 
-    def _table_cells(self) -> list[list[str]]:
+    def _columns(self) -> tuple[str, ...]:
+        """The table's columns less those empty on every shown row (no AMQP channel on an
+        HTTP capture): the rest fit a terminal."""
+        shown = self.shown()
+        return tuple(
+            c
+            for c in TABLE_COLUMNS
+            if c not in OPTIONAL_COLUMNS or any(row[c] not in (None, "") for row in shown)
+        )
+
+    def _table_cells(self, columns: tuple[str, ...]) -> list[list[str]]:
         rows = []
         for row in self.shown():
             cells = []
-            for column in TABLE_COLUMNS:
+            for column in columns:
                 value = row[column]
                 if column == "target" and isinstance(value, str):
                     value = value[:MAX_TABLE_TARGET_CHARS]
-                cells.append(_cell(value))
+                if column == "start_ts" and isinstance(value, float):
+                    cells.append(_clock(value))
+                elif column == "round_trips" and isinstance(value, float):
+                    cells.append(f"{value:.3f}")
+                else:
+                    cells.append(_cell(value))
             rows.append(cells)
         return rows
 
@@ -236,23 +264,33 @@ class MessageLog:
         from rich.table import Table
 
         buffer = io.StringIO()
-        console = Console(file=buffer, width=200, force_terminal=False, color_system=None)
+        console = Console(file=buffer, width=TABLE_WIDTH, force_terminal=False, color_system=None)
         table = Table(title=self._caption(), title_justify="left")
-        for column in TABLE_COLUMNS:
+        columns = self._columns()
+        for column in columns:
             right = column.endswith(("_s", "_bytes", "round_trips"))
-            table.add_column(column, justify="right" if right else "left")
-        for cells in self._table_cells():
+            table.add_column(
+                TABLE_HEADINGS.get(column, column), justify="right" if right else "left"
+            )
+        for cells in self._table_cells(columns):
             table.add_row(*(escape(c) for c in cells))
         console.print(table)
         return buffer.getvalue()
 
     def _render_markdown(self) -> str:
+        columns = self._columns()
         lines = [f"# wireprobe message log\n\n{self._caption()}\n"]
-        lines.append("| " + " | ".join(TABLE_COLUMNS) + " |")
-        lines.append("|" + "---|" * len(TABLE_COLUMNS))
-        for cells in self._table_cells():
+        lines.append("| " + " | ".join(columns) + " |")
+        lines.append("|" + "---|" * len(columns))
+        for cells in self._table_cells(columns):
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         return "\n".join(lines) + "\n"
+
+
+def _clock(ts: float) -> str:
+    """A start time as the table shows it: UTC time of day to the microsecond (the date is in
+    CSV and JSON lines, as epoch seconds)."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S.%f")
 
 
 class ConnectionLines:
