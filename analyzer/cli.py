@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from analyzer.filters import Filter
     from analyzer.pipeline import Analysis
     from analyzer.report import Collector
+    from analyzer.shards import ShardProgress
 
 app = typer.Typer(
     add_completion=False,
@@ -124,11 +125,21 @@ def analyze(
             "--filter", help="BPF-like: host, port, net, src/dst, and/or/not, time, protocol."
         ),
     ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs", "-j", help="Shards on N worker processes (0: every core); same figures."
+        ),
+    ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option("--cluster", help="Run the shards on a Dask scheduler, tcp://HOST:8786."),
+    ] = None,
 ) -> None:
     """Charge every byte of a capture to a layer and a message, and summarise per protocol."""
     from analyzer.messagelog import log_collector
-    from analyzer.pipeline import analyze as run_analysis
     from analyzer.report import FORMATS, Collector
+    from analyzer.shards import analyze_inputs
 
     if output is not None and str(output) == "-":
         output = None  # tcpdump's and curl's convention: "-" is standard output
@@ -147,7 +158,15 @@ def analyze(
         )
         log = log_collector(fmt, messages, connection, top, options.select)
         collector = log or Collector("json" if fmt == "html" else fmt, top=top)
-        analysis = run_analysis(captures, options, on_record=collector.add)
+        analysis = analyze_inputs(
+            captures,
+            options,
+            jobs=jobs,
+            cluster=cluster,
+            on_record=collector.add,
+            on_progress=_shard_progress() if sys.stderr.isatty() else None,
+            on_warning=lambda text: typer.echo(f"wireprobe: warning: {text}", err=True),
+        )
     except WireprobeError as err:
         fail(str(err))
     if analysis.dropped is not None:
@@ -170,6 +189,22 @@ def _parse_filter(expression: str | None) -> Filter | None:
     from analyzer.filters import parse_filter
 
     return None if expression is None else parse_filter(expression)
+
+
+def _shard_progress() -> Callable[[ShardProgress], None]:
+    """A progress line on stderr (a terminal only), rewritten as each shard finishes."""
+
+    def show(p: ShardProgress) -> None:
+        mib = 1 << 20
+        end = "\n" if p.shards_done == p.shards else ""
+        sys.stderr.write(
+            f"\rwireprobe: {p.fraction:4.0%}: {p.bytes_read / mib:,.0f} of "
+            f"{p.input_bytes / mib:,.0f} MiB read by {p.shards} shards, {p.shards_done} done "
+            f"({p.packets_done:,} packets){end}"
+        )
+        sys.stderr.flush()
+
+    return show
 
 
 def _to_stdout(write: Callable[[IO[str]], None]) -> None:

@@ -241,6 +241,10 @@ class Filter:
     expression: str
     predicate: Predicate
 
+    def __reduce__(self) -> tuple[Callable[[str], Filter], tuple[str]]:
+        # The compiled closures cannot be pickled; a shard's worker compiles the text again.
+        return parse_filter, (self.expression,)
+
     def keeps_connection(self, record: Record) -> bool:
         return self.predicate(record, (record["first_ts"], record["last_ts"]))
 
@@ -264,6 +268,13 @@ class Dropped:
         self.packets += record["packets"]
         self.wire_bytes += record["wire_bytes"]
         self.messages += record["messages"] or 0
+
+    def merge(self, other: Dropped) -> None:
+        """Add another shard's drops (``--jobs``)."""
+        self.connections += other.connections
+        self.packets += other.packets
+        self.wire_bytes += other.wire_bytes
+        self.messages += other.messages
 
     def sentence(self) -> str:
         return (

@@ -190,3 +190,23 @@ def test_a_time_window_keeps_tsharks_connections(merged: Path) -> None:
     ):
         got = {frozenset((c["orig"], c["resp"])) for c in _ours(merged, ours)["kept"]}
         assert got and got == _theirs(merged, theirs), ours
+
+
+def test_shards_filter_alike_and_add_up_what_they_dropped() -> None:
+    from analyzer.options import AnalyzeOptions
+    from analyzer.shards import analyze_inputs
+
+    path = str(PUBLIC / "zeek" / "http-non-printable-characters.pcap")
+    options = AnalyzeOptions(select=parse_filter("not port 55134"))
+    kept: dict[int | None, set[str]] = {}
+    drops = {}
+    for jobs in (None, 2):
+        ids: set[str] = set()
+        analysis = analyze_inputs(
+            [path], options, jobs=jobs, on_record=lambda r, m, ids=ids: ids.add(r["id"])
+        )
+        kept[jobs] = ids
+        assert analysis.dropped is not None
+        drops[jobs] = analysis.dropped.as_dict()
+    assert kept[None] == kept[2] and kept[None]
+    assert drops[None] == drops[2] and drops[None]["dropped_connections"] == 1
