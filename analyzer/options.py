@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from analyzer.budget import MAX_OPEN_CONNECTIONS
+
 if TYPE_CHECKING:
     from analyzer.filters import Filter
     from analyzer.keylog import KeyLog
@@ -39,3 +41,5 @@ class AnalyzeOptions:
     fast_path: bool = True
     #: ``--filter``: only the connections it keeps are analysed further (reported, summarised)
     select: Filter | None = None
+    #: connections open at once before the longest idle are evicted (analyzer/budget.py)
+    max_open_connections: int = MAX_OPEN_CONNECTIONS
