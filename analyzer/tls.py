@@ -573,6 +573,10 @@ class TlsDecoder:
         #: that touch still merge into one (``_span``)
         self._record_ordinal = 0
         self._marks: list[Event] = []
+        #: records framed and session tickets read in the current feed: a packet is unsolicited
+        #: only when tickets are all it carried (a CONNACK or SETTINGS beside one answers)
+        self._feed_records = 0
+        self._feed_tickets = 0
         #: the connection's negotiated version and suite (last ServerHello)
         self._version = 0
         self._suite: int | None = None
@@ -587,7 +591,10 @@ class TlsDecoder:
             st.offset += len(data)
             return out
         st.buf += data
+        self._feed_records = self._feed_tickets = 0
         self._frame(direction, ordinal, ts, out)
+        if self._feed_tickets and self._feed_tickets >= self._feed_records:
+            self._marks.append(Unsolicited(direction, ordinal))
         if self._marks:
             out += self._marks
             self._marks = []
@@ -698,6 +705,7 @@ class TlsDecoder:
         st = self._dirs[d]
         end = start + RECORD_HEADER_BYTES + len(fragment)
         self._record_ordinal = ordinal
+        self._feed_records += 1
         if self._holds(d, ctype):
             st.held.append((start, ctype, version, fragment, ordinal, ts))
             st.held_bytes += len(fragment)
@@ -842,7 +850,7 @@ class TlsDecoder:
             self._key_update(d)
         elif mtype == NEW_SESSION_TICKET and hs.tls13:
             # Sent whenever the server likes after the handshake (RFC 8446 4.6.1): no answer.
-            self._marks.append(Unsolicited(d, self._record_ordinal))
+            self._feed_tickets += 1
 
     def _client_hello(self, d: int, hello: ClientHello, out: list[Event]) -> None:
         """Each ClientHello starts a handshake, except the retry after HelloRetryRequest."""
