@@ -33,6 +33,7 @@ from analyzer.events import (
     TCP,
     UNDECODED,
     Anomaly,
+    Answering,
     Event,
     MessageAnswered,
     MessageEnded,
@@ -42,8 +43,10 @@ from analyzer.events import (
     SetupEnded,
     Span,
     TlsHandshake,
+    Unsolicited,
 )
 from analyzer.latency import ConnectionLatency
+from analyzer.unaccounted import MessageTally
 
 #: Spans kept per direction behind the decoding frontier, for charging retransmissions and ACKs
 #: of bytes already decoded.  Both look back at most about one window; 64 Ki spans cover several
@@ -174,8 +177,14 @@ class ConnectionLedger:
         self.protocol = "unknown"
         self.handshakes: list[TlsHandshake] = []
         self.setup_hint: int | None = None
-        #: (ordinal, direction) of data-bearing packets, one per change of direction
+        #: (ordinal, direction) of data-bearing packets, one per change of direction, and how
+        #: many data packets each run of one direction had
         self.turns: list[tuple[int, int]] = []
+        self.turn_packets: list[int] = []
+        #: (direction, ordinal) of setup packets that delivered unsolicited data, and of those
+        #: that delivered data the peer may wait for (events.py)
+        self.unsolicited: set[tuple[int, int]] = set()
+        self.answering: set[tuple[int, int]] = set()
         #: highest stream offset of each direction that a pure ACK has acknowledged
         self.acked = [0, 0]
         #: round-trip timing of every message, by id: sender, first-byte and answer ordinals
@@ -198,6 +207,8 @@ class ConnectionLedger:
         self.first_start: tuple[int, float] | None = None
         #: the retired messages' latencies (the live ones are read at the end)
         self.retired_latency = ConnectionLatency()
+        #: the retired messages' account of what was not counted (``analyzer.unaccounted``)
+        self.retired_tally = MessageTally()
 
     # -- packets ----------------------------------------------------------------------------
 
@@ -463,6 +474,8 @@ class ConnectionLedger:
             self._timing(event.message, event.sender, event.ordinal)
             if self.first_start is None or event.ordinal < self.first_start[0]:
                 self.first_start = (event.ordinal, event.ts)
+                # The packet that starts the first message ends setup: it is never unsolicited.
+                self.answering.add((event.sender, event.ordinal))
         elif type(event) is MessageAnswered:
             state = self.messages.get(event.message)
             if state is not None and state.answered_ordinal is None:
@@ -488,6 +501,11 @@ class ConnectionLedger:
                 self.setup_hint = event.ordinal
         elif isinstance(event, TlsHandshake):
             self.handshakes.append(event)
+        elif isinstance(event, Unsolicited | Answering):
+            # Only setup turns need them, and setup is over at the first message.
+            marks = self.unsolicited if type(event) is Unsolicited else self.answering
+            if self.first_start is None and len(marks) < MAX_SETUP_TURNS:
+                marks.add((event.direction, event.ordinal))
 
     # -- retiring finished messages -----------------------------------------------------------
 
@@ -537,6 +555,7 @@ class ConnectionLedger:
                 total[layer] += n
             fields = message_fields(state, row)
             self.retired_latency.add_fields(fields)
+            self.retired_tally.add_fields(fields)
             self.retiring.append(fields)
             self.retired += 1
             if len(self.retiring) >= SPOOL_BATCH:
@@ -577,8 +596,13 @@ class ConnectionLedger:
     def note_data(self, ordinal: int, direction: int) -> None:
         """A packet carried new stream data (for counting setup turns)."""
         turns = self.turns
-        if (not turns or turns[-1][1] != direction) and len(turns) < MAX_SETUP_TURNS:
+        if len(turns) >= MAX_SETUP_TURNS:
+            return
+        if turns and turns[-1][1] == direction:
+            self.turn_packets[-1] += 1
+        else:
             turns.append((ordinal, direction))
+            self.turn_packets.append(1)
 
     def close(self, stream_ends: tuple[int, int]) -> None:
         """No more events: charge what is still waiting (unspanned bytes to UNDECODED)."""

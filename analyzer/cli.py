@@ -23,6 +23,7 @@ from analyzer.errors import UsageError, WireprobeError
 from analyzer.options import AnalyzeOptions, DecodeOptions
 
 if TYPE_CHECKING:
+    from analyzer.filters import Filter
     from analyzer.output import Target
     from analyzer.pipeline import Analysis
     from analyzer.report import Collector
@@ -137,6 +138,24 @@ def analyze(
             "--transport-only", help="Link/IP/TCP figures only; skip application decoding."
         ),
     ] = False,
+    messages: Annotated[
+        bool,
+        typer.Option("--messages", help="One row per message (docs/message-log.md), any format."),
+    ] = False,
+    connection: Annotated[
+        str | None,
+        typer.Option("--connection", help="Only this connection's messages (id or community id)."),
+    ] = None,
+    top: Annotated[
+        int | None,
+        typer.Option("--top", min=0, help="List the N costliest connections (or messages)."),
+    ] = None,
+    filter_expr: Annotated[
+        str | None,
+        typer.Option(
+            "--filter", help="BPF-like: host, port, net, src/dst, and/or/not, time, protocol."
+        ),
+    ] = None,
     jobs: Annotated[
         int | None,
         typer.Option(
@@ -149,12 +168,13 @@ def analyze(
     ] = None,
 ) -> None:
     """Charge every byte of a capture to a layer and a message, and summarise per protocol."""
+    from analyzer.messagelog import log_collector
     from analyzer.report import FORMATS, Collector
     from analyzer.shards import analyze_inputs
 
     try:
-        if fmt not in (*FORMATS, "html"):
-            formats = ", ".join((*FORMATS, "html"))
+        if fmt not in (*FORMATS, "html", "jsonl"):
+            formats = ", ".join((*FORMATS, "jsonl", "html"))
             raise UsageError(f"--format must be one of {formats}, not {fmt!r}")
         target = _check_output(output, captures, force)
         options = AnalyzeOptions(
@@ -163,8 +183,10 @@ def analyze(
                 port_overrides=parse_ports(port or []),
             ),
             transport_only=transport_only,
+            select=_parse_filter(filter_expr),
         )
-        collector = Collector("json" if fmt == "html" else fmt)
+        log = log_collector(fmt, messages, connection, top, options.select)
+        collector = log or Collector("json" if fmt == "html" else fmt, top=top)
         analysis = analyze_inputs(
             captures,
             options,
@@ -176,8 +198,16 @@ def analyze(
         )
     except WireprobeError as err:
         fail(str(err))
-    render = _html_renderer(collector) if fmt == "html" else collector.render
+    if analysis.dropped is not None:
+        typer.echo(f"wireprobe: {analysis.dropped.sentence()}", err=True)
+    render = _html_renderer(collector) if fmt == "html" else collector.render  # type: ignore[arg-type]
     _write_report(target, lambda out: render(analysis, out))
+
+
+def _parse_filter(expression: str | None) -> Filter | None:
+    from analyzer.filters import parse_filter
+
+    return None if expression is None else parse_filter(expression)
 
 
 def _shard_progress() -> Callable[[ShardProgress], None]:

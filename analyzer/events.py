@@ -138,6 +138,28 @@ class MessageNote:
 
 
 @dataclass(slots=True)
+class Unsolicited:
+    """The packet ``ordinal`` of ``direction`` delivered data that answers nothing (DESIGN.md 4).
+
+    TLS 1.3 NewSessionTicket, HTTP/2 SETTINGS and their ACKs, WINDOW_UPDATE, PING, AMQP
+    heartbeats: a peer sends them on its own schedule, so a packet carrying only such data ends
+    no wait, and setup turns skip it (``roundtrips.solicited_turns``).
+    """
+
+    direction: int
+    ordinal: int
+
+
+@dataclass(slots=True)
+class Answering:
+    """The packet ``ordinal`` of ``direction`` delivered data its peer may wait for (a TLS
+    handshake message): even if it carried unsolicited data too, it can end a wait."""
+
+    direction: int
+    ordinal: int
+
+
+@dataclass(slots=True)
 class Anomaly:
     """Something odd in the input, named ``layer.condition`` (stable: baselines read it)."""
 
@@ -192,6 +214,8 @@ Event = (
     | MessageAnswered
     | MessageEnded
     | MessageNote
+    | Unsolicited
+    | Answering
     | Anomaly
     | ProtocolIdentified
     | SetupEnded

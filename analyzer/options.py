@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from analyzer.budget import MAX_OPEN_CONNECTIONS
 
 if TYPE_CHECKING:
+    from analyzer.filters import Filter
     from analyzer.keylog import KeyLog
 
 #: Seconds of capture time after which a connection with no packet is finalised.  Zeek's
@@ -38,5 +39,7 @@ class AnalyzeOptions:
     #: take the fused per-packet fast path for common segments (False: the general path only;
     #: tests compare the two, which must give identical results)
     fast_path: bool = True
+    #: ``--filter``: only the connections it keeps are analysed further (reported, summarised)
+    select: Filter | None = None
     #: connections open at once before the longest idle are evicted (analyzer/budget.py)
     max_open_connections: int = MAX_OPEN_CONNECTIONS

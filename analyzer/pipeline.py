@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
 from analyzer.capture import CaptureSet, RawPacket
+from analyzer.filters import Dropped
 from analyzer.flows import Connection, FlowTable
 from analyzer.keylog import KeyLog, secrets_block
 from analyzer.options import AnalyzeOptions
@@ -39,11 +40,13 @@ class Analysis:
     skipped: dict[str, int] = field(default_factory=dict)
     connections: int = 0
     messages: int = 0
+    #: what ``--filter`` left out (None: no filter)
+    dropped: Dropped | None = None
     #: what the connection table's state budget did, when it did (analyzer/budget.py)
     connection_table: dict[str, int] | None = None
 
     def header(self) -> dict[str, Any]:
-        return {
+        out = {
             "schema": "wireprobe.analysis/1",
             "captures": self.captures,
             "packets": self.packets,
@@ -51,6 +54,9 @@ class Analysis:
             "skipped_packets": self.skipped,
             **({"connection_table": self.connection_table} if self.connection_table else {}),
         }
+        if self.dropped is not None:
+            out["filter"] = self.dropped.as_dict()
+        return out
 
 
 def analyze(
@@ -65,9 +71,18 @@ def analyze(
     options = options or AnalyzeOptions()
     summary = Summary()
     result = Analysis()
+    select = options.select
+    if select is not None:
+        result.dropped = Dropped(select.expression)
 
     def finished(conn: Connection) -> None:
         record, messages = connection_records(conn)
+        dropped = result.dropped
+        if select is not None and dropped is not None and not select.keeps_connection(record):
+            dropped.add(record)
+            for _ in messages:  # drain, so a spool is always read and closed
+                pass
+            return
         summary.add(record)
         result.connections += 1
         result.messages += record["messages"] or 0

@@ -24,7 +24,8 @@ from analyzer.events import (
 from analyzer.flows import Connection
 from analyzer.latency import ConnectionLatency, LatencySketch, Stats, answer_latencies
 from analyzer.packets import format_endpoint
-from analyzer.roundtrips import message_round_trips, setup_round_trips
+from analyzer.roundtrips import message_round_trips, setup_round_trips, solicited_turns
+from analyzer.unaccounted import MessageTally, add_account
 
 Record = dict[str, Any]
 
@@ -90,9 +91,13 @@ def connection_records(conn: Connection) -> tuple[Record, Iterator[Record]]:
     trips = message_round_trips(timings, ledger.waits)
     first = min((t[1] for t in timings if t[1] >= 0), default=None)
     bound = first if first is not None else ledger.setup_hint
-    setup_trips = setup_round_trips(conn.tcp_handshake, ledger.turns, bound)
+    turns = solicited_turns(
+        ledger.turns, ledger.turn_packets, ledger.unsolicited, ledger.answering
+    )
+    setup_trips = setup_round_trips(conn.tcp_handshake, turns, bound)
     decoded = _messages_decoded(conn, count)
     latency = _latency(conn, live)
+    tally = _tally(conn, live)
     record: Record = {
         "id": conn.id,
         "community_id": community_id(conn.orig, conn.resp),
@@ -125,9 +130,22 @@ def connection_records(conn: Connection) -> tuple[Record, Iterator[Record]]:
         "latency": latency.first.stats(),
         "latency_last_byte": latency.last.stats(),
         "latency_sketch": latency.to_json(),
+        "not_counted": tally.as_dict(
+            lost_bytes=conn.asm[0].gap_bytes + conn.asm[1].gap_bytes > 0,
+            mid_stream=not conn.tcp_handshake,
+        ),
         "anomalies": _anomalies(conn),
     }
     return record, _message_records(conn, live, trips, share)
+
+
+def _tally(conn: Connection, live: list[MessageState]) -> MessageTally:
+    """The connection's account of what was not counted: retired messages' and live ones'."""
+    out = MessageTally()
+    out.merge(conn.ledger.retired_tally)
+    for state in live:
+        out.add_fields(message_fields(state, new_row()))
+    return out
 
 
 def _latency(conn: Connection, live: list[MessageState]) -> ConnectionLatency:
@@ -193,6 +211,8 @@ class _ProtocolTotals:
     #: answered messages' latencies, and the TCP handshakes' round-trip times (seconds)
     latency: ConnectionLatency = field(default_factory=ConnectionLatency)
     handshake_rtt: LatencySketch = field(default_factory=LatencySketch)
+    #: what was not counted (``analyzer.unaccounted``), summed over connections
+    not_counted: dict[str, int] = field(default_factory=dict)
 
     def merge(self, other: _ProtocolTotals) -> None:
         """Add ``other``'s figures (another shard's totals of the same protocol)."""
@@ -200,8 +220,16 @@ class _ProtocolTotals:
             mine = getattr(self, name)
             if isinstance(mine, ConnectionLatency | LatencySketch):
                 mine.merge(getattr(other, name))
+            elif isinstance(mine, dict):
+                for key, count in getattr(other, name).items():
+                    mine[key] = mine.get(key, 0) + count
             else:
                 setattr(self, name, mine + getattr(other, name))
+
+
+def _not_counted(total: dict[str, int]) -> dict[str, int]:
+    names = ("unanswered", "no_request", "unfinished", "inferred_lost", "mid_stream_connections")
+    return {name: total.get(name, 0) for name in names}
 
 
 def _stats_or_none(sketch: LatencySketch) -> Stats | None:
@@ -227,6 +255,8 @@ class Summary:
             t.latency.merge(ConnectionLatency.from_json(sketch))
         if record.get("handshake_rtt_s") is not None:
             t.handshake_rtt.add(record["handshake_rtt_s"])
+        if record.get("not_counted") is not None:
+            add_account(t.not_counted, record["not_counted"])
         t.tcp_handshakes += int(record["tcp_handshake"])
         tls = record["tls"]
         handshakes = int(record["tcp_handshake"])
@@ -284,6 +314,7 @@ class Summary:
                 "latency": _stats_or_none(t.latency.first),
                 "latency_last_byte": _stats_or_none(t.latency.last),
                 "tcp_handshake_rtt": _stats_or_none(t.handshake_rtt),
+                "not_counted": _not_counted(t.not_counted),
             }
         return out
 

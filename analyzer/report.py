@@ -58,6 +58,8 @@ CSV_COLUMNS = (
     "undecoded_bytes",
     "retransmitted_bytes",
     "anomalies",
+    # Added after the first release: last, so positional readers of the columns above still work.
+    "community_id",
 )
 
 
@@ -76,8 +78,10 @@ class _FindingCounts:
 class Collector:
     """Receives each finished connection's records (``Analysis``'s ``on_record``)."""
 
-    def __init__(self, fmt: str) -> None:
+    def __init__(self, fmt: str, top: int | None = None) -> None:
         self.fmt = fmt
+        #: connections the table lists (``--top N``)
+        self.top_n = TOP_CONNECTIONS if top is None else top
         self._top: list[tuple[int, int, Record]] = []
         self._seen = 0
         self.findings = _FindingCounts()
@@ -102,9 +106,9 @@ class Collector:
             csv.writer(self._csv_rows).writerow(escape.csv_row(_csv_row(record)))
         else:
             item = (record["wire_bytes"], -self._seen, record)
-            if len(self._top) < TOP_CONNECTIONS:
+            if len(self._top) < self.top_n:
                 heapq.heappush(self._top, item)
-            else:
+            elif self.top_n:
                 heapq.heappushpop(self._top, item)
 
     def _note(self, record: Record) -> None:
@@ -190,6 +194,7 @@ def _csv_row(record: Record) -> list[object]:
         record["undecoded_bytes"],
         record["retransmitted_bytes"],
         anomalies,
+        record["community_id"],
     ]
 
 
@@ -364,9 +369,13 @@ def render_markdown(analysis: Analysis, top: list[Record], lines: list[str]) -> 
     parts = ["# wireprobe analysis\n", totals + "\n", "## Cost per message\n"]
     parts.append(_md_table([c[0] for c in SUMMARY_COLUMNS], _summary_rows(analysis)))
     if top:
+        # Markdown has the width the terminal table lacks: the Community ID joins Zeek's logs.
+        rows = [
+            [r["community_id"], *row] for r, row in zip(top, _connection_rows(top), strict=True)
+        ]
         parts += [
             "\n## Costliest connections\n",
-            _md_table(CONNECTION_HEADERS, _connection_rows(top)),
+            _md_table(["community id", *CONNECTION_HEADERS], rows),
         ]
     if lines:
         parts += ["\n## Findings\n"] + [f"- {escape.markdown(line)}\n" for line in lines]

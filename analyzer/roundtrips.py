@@ -18,12 +18,16 @@ waiting on the ``k`` messages outstanding at the gap's start, so each answer in 
 
 Setup round trips: 1 for a TCP handshake seen, plus each *turn* before the first message's first
 byte: ``orig`` sent data, then ``resp`` sent data, then ``orig`` sends again (TLS flights,
-HTTP/2 and AMQP negotiation).
+HTTP/2 and AMQP negotiation).  Data that answers nothing (``events.Unsolicited``: TLS 1.3
+session tickets, HTTP/2 SETTINGS, their ACKs, WINDOW_UPDATE and PING, AMQP heartbeats) ends no
+wait: ``solicited_turns`` drops the runs of packets that carried only such data, so a ticket
+that happens to arrive a few microseconds before the client's request is not a turn, and the
+same client run twice gets the same count.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from analyzer.events import ORIG, RESP
 
@@ -71,6 +75,38 @@ def _charge_sender(
         elif index in outstanding:
             outstanding.discard(index)
             result[index] = waits.get(index, 1) / max(waited_on, 1)
+
+
+def solicited_turns(
+    turns: Sequence[tuple[int, int]],
+    packets: Sequence[int],
+    unsolicited: Collection[tuple[int, int]],
+    answering: Collection[tuple[int, int]] = (),
+) -> list[tuple[int, int]]:
+    """``turns`` (ordinal, direction of each run of data packets) without the runs whose every
+    packet delivered only unsolicited data, runs of one direction that then touch merged.
+
+    ``packets[i]`` is how many data packets run ``i`` had; ``unsolicited`` holds (direction,
+    ordinal) of the packets that carried unsolicited data, ``answering`` of those that carried
+    data the peer may wait for as well (they stay).
+    """
+    unsolicited = set(unsolicited) - set(answering)
+    if not unsolicited:
+        return list(turns)
+    out: list[tuple[int, int]] = []
+    for i, (ordinal, direction) in enumerate(turns):
+        end = turns[i + 1][0] if i + 1 < len(turns) else None
+        marked = sum(
+            1
+            for d, o in unsolicited
+            if d == direction and o >= ordinal and (end is None or o < end)
+        )
+        if i < len(packets) and marked >= packets[i]:
+            continue  # nothing in this run answered anything
+        if out and out[-1][1] == direction:
+            continue  # the run before it was dropped: one run of this direction goes on
+        out.append((ordinal, direction))
+    return out
 
 
 def setup_round_trips(

@@ -40,6 +40,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from analyzer.capture import STDIN_PATH, CaptureSet, RawPacket
 from analyzer.errors import UsageError, WireprobeError
+from analyzer.filters import Dropped
 from analyzer.flowhash import keep_bucket
 from analyzer.inputs import (
     SEPARATE_CAPTURE,
@@ -96,6 +97,8 @@ class ShardResult:
     cpu_s: float
     #: peak resident memory of the worker process so far, in KiB (``getrusage`` ru_maxrss)
     peak_rss_kib: int
+    #: what ``--filter`` dropped in this shard (None: no filter)
+    dropped: Dropped | None = None
 
 
 def _describe(spec: ShardSpec) -> str:
@@ -142,6 +145,7 @@ def run_shard(spec: ShardSpec, report: Reporter | None = None) -> ShardResult:
             spool=pack(files) if own_dir else files,
             cpu_s=time.thread_time() - started,
             peak_rss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            dropped=analysis.dropped,
         )
     finally:
         if own_dir:
@@ -398,6 +402,9 @@ def merge_results(
         result.packets += r.packets
         result.tcp_packets += r.tcp_packets
         skipped.update(r.skipped)
+        if r.dropped is not None:
+            result.dropped = result.dropped or Dropped(r.dropped.expression)
+            result.dropped.merge(r.dropped)
     result.skipped = dict(sorted(skipped.items()))
     result.connection_table = _merge_budgets([r.connection_table for r in results])
     result.captures = _captures(results, groups)

@@ -65,6 +65,7 @@ from analyzer.events import (
     TLS,
     UNDECODED,
     Anomaly,
+    Answering,
     Event,
     MessageIds,
     ProtocolIdentified,
@@ -72,6 +73,7 @@ from analyzer.events import (
     Span,
     StreamDecoder,
     TlsHandshake,
+    Unsolicited,
 )
 from analyzer.options import DecodeOptions
 from analyzer.tlscrypto import (
@@ -566,6 +568,15 @@ class TlsDecoder:
         self._setup_ended = False
         self._client_finished = False
         self._replaying_early = False
+        #: ordinal of the packet whose record is being read, and the Answering/Unsolicited
+        #: marks of its handshake messages; they go out after the feed's spans, so that spans
+        #: that touch still merge into one (``_span``)
+        self._record_ordinal = 0
+        self._marks: list[Event] = []
+        #: records framed and session tickets read in the current feed: a packet is unsolicited
+        #: only when tickets are all it carried (a CONNACK or SETTINGS beside one answers)
+        self._feed_records = 0
+        self._feed_tickets = 0
         #: the connection's negotiated version and suite (last ServerHello)
         self._version = 0
         self._suite: int | None = None
@@ -580,7 +591,13 @@ class TlsDecoder:
             st.offset += len(data)
             return out
         st.buf += data
+        self._feed_records = self._feed_tickets = 0
         self._frame(direction, ordinal, ts, out)
+        if self._feed_tickets and self._feed_tickets >= self._feed_records:
+            self._marks.append(Unsolicited(direction, ordinal))
+        if self._marks:
+            out += self._marks
+            self._marks = []
         return out
 
     def gap(self, direction: int, length: int, ordinal: int, ts: float) -> list[Event]:
@@ -604,6 +621,8 @@ class TlsDecoder:
         for direction in (0, 1):
             self._release_held(direction, out)
             self._flush_deferred(direction, False, out)
+        out += self._marks
+        self._marks = []
         for direction, st in enumerate(self._dirs):
             if st.buf and not st.dead:
                 out.append(Anomaly("tls.truncated_record"))
@@ -685,6 +704,8 @@ class TlsDecoder:
     ) -> None:
         st = self._dirs[d]
         end = start + RECORD_HEADER_BYTES + len(fragment)
+        self._record_ordinal = ordinal
+        self._feed_records += 1
         if self._holds(d, ctype):
             st.held.append((start, ctype, version, fragment, ordinal, ts))
             st.held_bytes += len(fragment)
@@ -804,6 +825,10 @@ class TlsDecoder:
     def _message(self, d: int, mtype: int, body: bytes | None, out: list[Event]) -> None:
         """Act on one whole handshake message (``body`` None: too long to keep)."""
         hs = self._hs
+        if mtype != NEW_SESSION_TICKET:
+            # A flight of the handshake: whatever unsolicited data shares its packet (an HTTP/2
+            # server's SETTINGS after its Finished), the packet answers the peer.
+            self._marks.append(Answering(d, self._record_ordinal))
         if mtype == CLIENT_HELLO and body is not None:
             self._client_hello(d, parse_client_hello(body), out)
         elif mtype == SERVER_HELLO and body is not None:
@@ -823,6 +848,9 @@ class TlsDecoder:
             self._use_secret(d, CLIENT_HANDSHAKE, HANDSHAKE_KEYS)
         elif mtype == KEY_UPDATE and hs.tls13:
             self._key_update(d)
+        elif mtype == NEW_SESSION_TICKET and hs.tls13:
+            # Sent whenever the server likes after the handshake (RFC 8446 4.6.1): no answer.
+            self._feed_tickets += 1
 
     def _client_hello(self, d: int, hello: ClientHello, out: list[Event]) -> None:
         """Each ClientHello starts a handshake, except the retry after HelloRetryRequest."""

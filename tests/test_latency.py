@@ -37,6 +37,21 @@ def test_sketch_quantiles_are_within_the_relative_accuracy() -> None:
     _check_stats(sketch_of(values).stats(), values)
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+def test_quantiles_are_ddsketchs_own(seed: int) -> None:
+    """Our bins use ddsketch's mapping and its quantile walk: the figures are DDSketch's."""
+    from ddsketch import DDSketch
+
+    rng = random.Random(seed)
+    values = [rng.lognormvariate(-7, 2) for _ in range(3000)] + [0.0] * 5
+    theirs = DDSketch(RELATIVE_ACCURACY)
+    for value in values:
+        theirs.add(value)
+    ours = sketch_of(values)
+    for q in (0.0, 0.01, 0.25, 0.5, 0.9, 0.99, 0.999, 1.0):
+        assert ours.quantile(q) == pytest.approx(theirs.get_quantile_value(q), rel=1e-12)
+
+
 def test_sketches_merge_into_the_sketch_of_the_whole() -> None:
     rng = random.Random(5)
     values = [rng.expovariate(200) for _ in range(2000)]

@@ -59,6 +59,7 @@ from analyzer.events import (
     TEARDOWN,
     UNDECODED,
     Anomaly,
+    Answering,
     Event,
     MessageAnswered,
     MessageEnded,
@@ -67,6 +68,7 @@ from analyzer.events import (
     MessageStarted,
     ProtocolIdentified,
     Span,
+    Unsolicited,
 )
 from analyzer.options import DecodeOptions
 
@@ -692,6 +694,7 @@ class AmqpDecoder:
                 self._content_header(direction, channel, start, size, buf, pos)
             else:
                 self._charge_frame(direction, start, size, CONTROL, FRAMING)  # heartbeat
+                self._events.append(Unsolicited(direction, self._ordinal))
             pos = last + 1
         return pos
 
@@ -971,6 +974,9 @@ class AmqpDecoder:
             self._charge_frame(direction, start, size, CONTROL, FRAMING)
         else:
             self._charge_frame(direction, start, size, METHOD_BUCKETS.get(name, CONTROL), FRAMING)
+            # Connection.*, Channel.Open, ...: what the peer waits for in setup, even when a
+            # TLS session ticket shares the packet (events.Answering).
+            self._events.append(Answering(direction, self._ordinal))
             self._side_effects(direction, channel, name, value)
 
     def _remember_publish(self, payload: Buffer, value: Method) -> None:

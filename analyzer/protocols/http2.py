@@ -77,6 +77,7 @@ from analyzer.events import (
     MessageStarted,
     ProtocolIdentified,
     Span,
+    Unsolicited,
 )
 from analyzer.options import DecodeOptions
 from analyzer.protocols.hpack_memo import Entry, entries, quiet_hpack_debug, replay, scan
@@ -112,6 +113,8 @@ FRAME_NAMES: Final[dict[int, str]] = {
 # Flags, RFC 9113 section 6 (END_STREAM and ACK share a bit on different types).
 END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x01, 0x01, 0x04, 0x08, 0x20
 
+#: Frames a peer sends on its own schedule, answering no request (DESIGN.md 4): they end no wait.
+UNSOLICITED_TYPES = frozenset({SETTINGS, PING, WINDOW_UPDATE})
 #: Connection-level frame types and the bucket their bytes go to (DESIGN.md section 2).
 #: SETTINGS is missing on purpose: the first of each side is setup, later ones control.
 BUCKET_OF_TYPE: Final[dict[int, int]] = {
@@ -863,6 +866,8 @@ class Http2Decoder:
     ) -> None:
         """A whole buffered frame at ``start``."""
         self._frame_counts[frame_type] += 1
+        if frame_type in UNSOLICITED_TYPES:
+            self._out.append(Unsolicited(side.direction, when[0]))
         end = start + FRAME_HEADER_BYTES + len(body)
         if frame_type == HEADERS:
             self._on_headers(side, flags, stream_id, body, start, end, when)
