@@ -35,8 +35,9 @@ from analyzer.errors import CaptureError
 #: captured bytes).  A plain tuple: it is the only object made per packet.
 RawPacket = tuple[float, int, int, bytes]
 
-#: ``on_secrets(secrets_type, data)``, called for each pcapng Decryption Secrets Block.
-SecretsCallback = Callable[[int, bytes], None]
+#: ``on_secrets(secrets_type, data)``, called for each pcapng Decryption Secrets Block; it may
+#: return the name of an anomaly its content showed (counted in the file's ``CaptureStats``).
+SecretsCallback = Callable[[int, bytes], str | None]
 
 STDIN_PATH: Final = "-"
 
@@ -50,6 +51,18 @@ CHUNK_BYTES: Final = 1 << 20
 #: corrupt length field claiming gigabytes is refused before anything is allocated.
 MAX_RECORD_BYTES: Final = 16 << 20
 
+#: Most bytes gzip may give per compressed byte read, beyond ``GZIP_SLACK_BYTES``.  Deflate
+#: cannot exceed about 1032:1 (RFC 1951: 258-byte matches coded in 2 bits), which a bomb of
+#: zeros reaches; the most compressible capture measured, a bulk transfer of zero-filled
+#: segments, gives 144:1 and ordinary ones 3-8:1.  500 stops a bomb after it gave 500 times its
+#: size, so time and memory stay proportional to the file, not to what it claims to hold.
+MAX_GZIP_RATIO: Final = 500
+#: Decompressed bytes always allowed, whatever the ratio so far (a small file's header).
+GZIP_SLACK_BYTES: Final = 4 << 20
+#: Bytes asked of gzip per read: an error mid-read loses what that read decompressed, so reads
+#: stay small enough that a truncated or trailing-garbage file keeps nearly all its packets.
+GZIP_READ_BYTES: Final = 64 << 10
+
 #: Secrets type of a TLS key log (SSLKEYLOGFILE text) in a Decryption Secrets Block: "TLSK".
 SECRETS_TLS_KEY_LOG: Final = 0x544C534B
 
@@ -58,6 +71,8 @@ TRUNCATED: Final = "capture.truncated"  # a record or block cut by the end of th
 BAD_RECORD: Final = "capture.bad_record"  # captured length > original length, or absurd
 READ_ERROR: Final = "capture.read_error"  # the OS failed a read in the middle of the file
 BAD_GZIP: Final = "capture.bad_gzip"  # corrupt compressed data after a good start
+GZIP_BOMB: Final = "capture.gzip_bomb"  # decompressed past MAX_GZIP_RATIO (reading stopped)
+GZIP_TRAILING: Final = "capture.gzip_trailing_garbage"  # bytes after the last gzip member
 BAD_BLOCK: Final = "pcapng.bad_block"  # block framing or a length inside a block is wrong
 UNKNOWN_BLOCK: Final = "pcapng.unknown_block"  # a block type this reader does not know (skipped)
 BAD_INTERFACE: Final = "pcapng.bad_interface"  # a packet names an interface never described
@@ -68,6 +83,8 @@ ANOMALIES: Final = (
     BAD_RECORD,
     READ_ERROR,
     BAD_GZIP,
+    GZIP_BOMB,
+    GZIP_TRAILING,
     BAD_BLOCK,
     UNKNOWN_BLOCK,
     BAD_INTERFACE,
@@ -120,6 +137,24 @@ def _read_up_to(stream: _Readable, size: int) -> bytes:
     return b"".join(parts)
 
 
+class _Counted:
+    """Counts the compressed bytes gzip reads, for the ratio bound (``MAX_GZIP_RATIO``)."""
+
+    __slots__ = ("_stream", "count")
+
+    def __init__(self, stream: _Readable) -> None:
+        self._stream = stream
+        self.count = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._stream.read(size)
+        self.count += len(data)
+        return data
+
+    def seek(self, offset: int, /) -> int:
+        raise OSError("cannot seek a compressed input")  # gzip seeks only to rewind
+
+
 class _Replay:
     """Gives back bytes already read, then the rest of a stream that cannot seek (stdin)."""
 
@@ -147,11 +182,31 @@ class _Replay:
 class _Source:
     """A stream read in chunks into one buffer; ``buf[pos:]`` is the part not yet parsed."""
 
-    __slots__ = ("_closers", "_stream", "buf", "error", "pos")
+    __slots__ = (
+        "_closers",
+        "_compressed",
+        "_inflated",
+        "_read1",
+        "_stream",
+        "buf",
+        "error",
+        "pos",
+    )
 
-    def __init__(self, stream: _Readable, buf: bytes, pos: int, closers: list[_Closable]) -> None:
+    def __init__(
+        self,
+        stream: _Readable,
+        buf: bytes,
+        pos: int,
+        closers: list[_Closable],
+        compressed: _Counted | None = None,
+    ) -> None:
         self._stream = stream
         self._closers = closers
+        #: the compressed bytes under a gzip stream (None when the file is not compressed)
+        self._compressed = compressed
+        self._inflated = len(buf)
+        self._read1: Callable[[int], bytes] = getattr(stream, "read1", stream.read)
         self.buf = buf
         self.pos = pos
         self.error: str | None = None  # anomaly that ended the data early, if any
@@ -163,20 +218,50 @@ class _Source:
             return True
         if self.error is not None:
             return False
-        try:
-            data = _read_up_to(self._stream, max(need - have, CHUNK_BYTES))
-        except EOFError:  # gzip: compressed data cut before its end-of-stream marker
-            self.error = TRUNCATED
-            return False
-        except (zlib.error, gzip.BadGzipFile):
-            self.error = BAD_GZIP
-            return False
-        except OSError:
-            self.error = READ_ERROR
-            return False
+        data = self._read(max(need - have, CHUNK_BYTES))
         self.buf = self.buf[self.pos :] + data
         self.pos = 0
         return len(self.buf) >= need
+
+    def _read(self, size: int) -> bytes:
+        """Up to ``size`` bytes; on an error, what was read before it (and ``error`` set)."""
+        if self._compressed is None:
+            try:
+                return _read_up_to(self._stream, size)
+            except OSError:
+                self.error = READ_ERROR
+                return b""
+        parts: list[bytes] = []
+        got = 0
+        while got < size:
+            try:
+                # read1: one decompression step per call, so an error in the next step does
+                # not take this one's bytes with it (read loops and loses them all).
+                part = self._read1(min(GZIP_READ_BYTES, size - got))
+            except EOFError:  # compressed data cut before its end-of-stream marker
+                self.error = TRUNCATED
+                break
+            except gzip.BadGzipFile as err:
+                # Python reads on after a member for the next one (RFC 1952 2.2): bytes that
+                # do not start one are garbage after complete data.
+                trailing = str(err).startswith("Not a gzipped file")
+                self.error = GZIP_TRAILING if trailing else BAD_GZIP
+                break
+            except zlib.error:
+                self.error = BAD_GZIP
+                break
+            except OSError:
+                self.error = READ_ERROR
+                break
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
+            self._inflated += len(part)
+            if self._inflated > MAX_GZIP_RATIO * self._compressed.count + GZIP_SLACK_BYTES:
+                self.error = GZIP_BOMB
+                break
+        return b"".join(parts)
 
     def leftover(self) -> int:
         return len(self.buf) - self.pos
@@ -301,20 +386,26 @@ def _start(
     or at the first Section Header Block (pcapng: the block reader parses it again for its state).
     """
     head = _read_head(path, stream, 4)
+    compressed = None
     if head[:2] == GZIP_MAGIC:
         # gzip.open streams; wrapping what was read keeps this working on stdin, which can't seek.
-        unzipped = gzip.GzipFile(fileobj=_Replay(head, stream), mode="rb")
+        compressed = _Counted(_Replay(head, stream))
+        unzipped = gzip.GzipFile(fileobj=compressed, mode="rb")
         closers.insert(0, unzipped)  # closed before the file under it
         stream = unzipped
         head = _read_head(path, stream, 4)
+        if head[:2] == GZIP_MAGIC:
+            # Not unwrapped again: each layer multiplies what a bomb can claim (1032:1 each).
+            raise CaptureError(path, "gzip inside gzip; decompress the outer layer first")
     _check_magic(path, head)
     if head == PCAPNG_MAGIC:
-        return None, _Source(stream, _pcapng_section_header(path, stream, head), 0, closers)
+        header = _pcapng_section_header(path, stream, head)
+        return None, _Source(stream, header, 0, closers, compressed)
     flavour = PCAP_MAGICS[head]
     header = head + _read_head(path, stream, PCAP_FILE_HEADER_BYTES - 4)
     if len(header) < PCAP_FILE_HEADER_BYTES:
         raise CaptureError(path, "truncated file header")
-    return flavour, _Source(stream, header, PCAP_FILE_HEADER_BYTES, closers)
+    return flavour, _Source(stream, header, PCAP_FILE_HEADER_BYTES, closers, compressed)
 
 
 def _pcap_link_type(flavour: _PcapFlavour, header: bytes) -> int:
@@ -775,7 +866,9 @@ def _secrets(
         _count(stats, BAD_BLOCK)
         return
     if on_secrets is not None:
-        on_secrets(secrets_type, buf[pos + 16 : pos + 16 + length])
+        anomaly = on_secrets(secrets_type, buf[pos + 16 : pos + 16 + length])
+        if anomaly is not None:
+            _count(stats, anomaly)
 
 
 # --- several files as one -----------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import IO, Any
 from rich.console import Console
 from rich.table import Table
 
+from analyzer import escape
 from analyzer.pipeline import Analysis
 from analyzer.records import Record
 
@@ -102,7 +103,7 @@ class Collector:
             for message in messages:
                 self._msgs.write(json.dumps(message, sort_keys=False) + "\n")
         elif self._csv_rows is not None:
-            csv.writer(self._csv_rows).writerow(_csv_row(record))
+            csv.writer(self._csv_rows).writerow(escape.csv_row(_csv_row(record)))
         else:
             item = (record["wire_bytes"], -self._seen, record)
             if len(self._top) < TOP_CONNECTIONS:
@@ -324,34 +325,47 @@ def _totals_line(analysis: Analysis) -> str:
 
 def render_table(analysis: Analysis, top: list[Record], lines: list[str]) -> str:
     buffer = io.StringIO()
-    console = Console(file=buffer, width=140, force_terminal=False, color_system=None)
-    console.print(_totals_line(analysis))
+    # markup, emoji and highlighting off: every string printed here is data (analyzer/escape.py).
+    console = Console(
+        file=buffer,
+        width=140,
+        force_terminal=False,
+        color_system=None,
+        markup=False,
+        emoji=False,
+        highlight=False,
+    )
+    console.print(escape.terminal_text(_totals_line(analysis)))
     summary = Table(title="Cost per message, by protocol", title_justify="left")
     for name, _, _ in SUMMARY_COLUMNS:
         summary.add_column(name, justify="left" if name == "protocol" else "right")
     for row in _summary_rows(analysis):
-        summary.add_row(*row)
+        summary.add_row(*map(escape.terminal_text, row))
     console.print(summary)
     if top:
         conns = Table(title="Costliest connections", title_justify="left")
         for name in CONNECTION_HEADERS:
             conns.add_column(name, justify="left" if name in ("id", "connection") else "right")
         for row in _connection_rows(top):
-            conns.add_row(*row)
+            conns.add_row(*map(escape.terminal_text, row))
         console.print(conns)
     for line in lines:
-        console.print(f"• {line}", highlight=False)
+        console.print(escape.terminal_text(f"• {line}"))
     return buffer.getvalue()
 
 
 def _md_table(headers: tuple[str, ...] | list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    out += ["| " + " | ".join(row) + " |" for row in rows]
+    def line(cells: tuple[str, ...] | list[str]) -> str:
+        return "| " + " | ".join(map(escape.markdown, cells)) + " |"
+
+    out = [line(headers), "|" + "---|" * len(headers)]
+    out += [line(row) for row in rows]
     return "\n".join(out) + "\n"
 
 
 def render_markdown(analysis: Analysis, top: list[Record], lines: list[str]) -> str:
-    parts = ["# wireprobe analysis\n", _totals_line(analysis) + "\n", "## Cost per message\n"]
+    totals = escape.markdown(_totals_line(analysis))
+    parts = ["# wireprobe analysis\n", totals + "\n", "## Cost per message\n"]
     parts.append(_md_table([c[0] for c in SUMMARY_COLUMNS], _summary_rows(analysis)))
     if top:
         parts += [
@@ -359,5 +373,5 @@ def render_markdown(analysis: Analysis, top: list[Record], lines: list[str]) -> 
             _md_table(CONNECTION_HEADERS, _connection_rows(top)),
         ]
     if lines:
-        parts += ["\n## Findings\n"] + [f"- {line}\n" for line in lines]
+        parts += ["\n## Findings\n"] + [f"- {escape.markdown(line)}\n" for line in lines]
     return "\n".join(parts)

@@ -86,6 +86,8 @@ class ShardResult:
     tcp_packets: int
     skipped: dict[str, int]
     connections: int
+    #: what the shard's connection-table budget did (``Analysis.connection_table``), or None
+    connection_table: dict[str, int] | None
     #: the group's capture records (bucket 0 only; the other buckets read the same files)
     captures: list[Record]
     #: where its records are: files on a shared disk, or their bytes from a remote worker
@@ -131,6 +133,7 @@ def run_shard(spec: ShardSpec, report: Reporter | None = None) -> ShardResult:
             tcp_packets=analysis.tcp_packets,
             skipped=analysis.skipped,
             connections=analysis.connections,
+            connection_table=analysis.connection_table,
             captures=analysis.captures if spec.bucket == 0 else [],
             spool=pack(files) if own_dir else files,
             cpu_s=time.thread_time() - started,
@@ -360,6 +363,26 @@ def _spools(results: Sequence[ShardResult], directory: str) -> list[SpoolFiles]:
     return spools
 
 
+#: Budget figures that add across shards (each connection lives in exactly one shard); the
+#: others (the bound, the peak of open connections, the capture clock's jumps, which every shard
+#: whose packets straddle a jump sees) take the largest shard's value.
+_ADDITIVE_BUDGET = frozenset({"evicted_connections", "half_open_timeouts"})
+
+
+def _merge_budgets(tables: Sequence[dict[str, int] | None]) -> dict[str, int] | None:
+    present = [t for t in tables if t]
+    if not present:
+        return None
+    merged: dict[str, int] = {}
+    for table in present:
+        for name, value in table.items():
+            if name in _ADDITIVE_BUDGET:
+                merged[name] = merged.get(name, 0) + value
+            else:
+                merged[name] = max(merged.get(name, value), value)
+    return merged
+
+
 def merge_results(
     results: Sequence[ShardResult],
     groups: Sequence[InputGroup],
@@ -374,6 +397,7 @@ def merge_results(
         result.tcp_packets += r.tcp_packets
         skipped.update(r.skipped)
     result.skipped = dict(sorted(skipped.items()))
+    result.connection_table = _merge_budgets([r.connection_table for r in results])
     result.captures = _captures(results, groups)
     summary = Summary()
     for record, messages in merge(_spools(results, directory)):
