@@ -7,6 +7,7 @@ for unusable input or arguments (DESIGN.md section 5).  Never a traceback for ba
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from typing import IO, TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
+from analyzer.detect import REGISTRY
 from analyzer.errors import UsageError, WireprobeError
 from analyzer.options import AnalyzeOptions, DecodeOptions
 
@@ -34,7 +36,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-PROTOCOLS = ("http1", "http2", "amqp", "tls")
+#: ``--port PROTO=PORT`` choices: every registered protocol (analyzer/detect.py).
+PROTOCOLS = REGISTRY.names
 
 
 @app.callback()
@@ -78,7 +81,7 @@ def _load_keylog(paths: list[Path]) -> object:
         if keylog.skipped > skipped:
             # A count only: a malformed line may still hold a secret, so none is quoted.
             n = keylog.skipped - skipped
-            typer.echo(f"wireprobe: warning: {path}: {n} malformed key log lines skipped", err=True)
+            say(f"warning: {path}: {n} malformed key log lines skipped")
     return keylog
 
 
@@ -239,7 +242,9 @@ def generate(
     preset: Annotated[
         str | None, typer.Option(help="A named scenario; other options override its fields.")
     ] = None,
-    protocol: Annotated[str | None, typer.Option(help="http1, http2 or amqp.")] = None,
+    protocol: Annotated[
+        str | None, typer.Option(help="http1, http2, amqp, mqtt or websocket.")
+    ] = None,
     tls: Annotated[str | None, typer.Option(help="off, 1.2 or 1.3.")] = None,
     messages: Annotated[int | None, typer.Option(help="Messages in all.")] = None,
     per_connection: Annotated[
@@ -252,6 +257,7 @@ def generate(
     amqp_mode: Annotated[
         str | None, typer.Option(help="publish, confirm, confirm-async or consume.")
     ] = None,
+    mqtt_qos: Annotated[int | None, typer.Option(help="MQTT QoS of each PUBLISH: 0, 1, 2.")] = None,
     resume: Annotated[
         bool | None, typer.Option("--resume", help="Reconnects resume the TLS session.")
     ] = None,
@@ -286,6 +292,7 @@ def generate(
         "payload": payload,
         "concurrency": concurrency,
         "amqp_mode": amqp_mode,
+        "mqtt_qos": mqtt_qos,
         "resume": resume,
         "mtu": mtu,
         "rtt_ms": rtt_ms,
@@ -321,7 +328,9 @@ def generate(
 @app.command()
 def capture(
     output: Annotated[Path, typer.Option("--output", "-o", help="pcap to write.")],
-    protocol: Annotated[str, typer.Option(help="http1, http2 or amqp.")] = "http1",
+    protocol: Annotated[
+        str, typer.Option(help="http1, http2, amqp, mqtt, nats or websocket.")
+    ] = "http1",
     tls: Annotated[str, typer.Option(help="off, 1.2 or 1.3 (HTTP only).")] = "off",
     messages: Annotated[int, typer.Option(help="Messages in all.")] = 10,
     per_connection: Annotated[
@@ -337,6 +346,14 @@ def capture(
     amqp_url: Annotated[
         str, typer.Option(help="The broker.")
     ] = "amqp://guest:guest@127.0.0.1:5672/",
+    mqtt_qos: Annotated[int | None, typer.Option(help="MQTT QoS of each PUBLISH: 0, 1, 2.")] = None,
+    mqtt_version: Annotated[
+        int, typer.Option(help="MQTT 4 (3.1.1) or 5 (subscribes to its own topic, aliases it).")
+    ] = 4,
+    mqtt_broker: Annotated[str, typer.Option(help="The MQTT broker, HOST:PORT.")] = (
+        "127.0.0.1:1883"
+    ),
+    nats_server: Annotated[str, typer.Option(help="nats-server, HOST:PORT.")] = "127.0.0.1:4222",
     mtu: Annotated[
         int | None,
         typer.Option(help="1500: the client in a network namespace behind a veth pair (root)."),
@@ -370,6 +387,10 @@ def capture(
             concurrency=concurrency,
             amqp_mode=amqp_mode,
             amqp_url=amqp_url,
+            mqtt_qos=mqtt_qos,
+            mqtt_version=mqtt_version,
+            mqtt_broker=mqtt_broker,
+            nats_server=nats_server,
             mtu=mtu,
             output=output,
             keylog=keylog,
@@ -460,8 +481,23 @@ class _Stopped(BaseException):
         self.signum = signum
 
 
-def _on_stop_signal(signum: int, _frame: object) -> None:
+def _on_stop_signal(cli_pid: int, signum: int, _frame: object) -> None:
+    if os.getpid() != cli_pid:
+        # A forked --jobs worker inherited this handler: die of the signal as it would have,
+        # silently, instead of unwinding a shard (its pool stops it with SIGTERM on a failure).
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     raise _Stopped(signum)
+
+
+def _install_stop_handlers() -> None:
+    # The handler knows which process is the CLI's own, so a forked worker can tell it is not.
+    handler = functools.partial(_on_stop_signal, os.getpid())
+    for signum in STOP_SIGNALS:
+        # A signal the caller ignores stays ignored (``nohup wireprobe ...`` keeps SIGHUP off).
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, handler)
 
 
 def main() -> None:
@@ -471,8 +507,7 @@ def main() -> None:
 
 def run(argv: list[str] | None = None) -> int:
     """The command line with every error as one line on stderr; returns the exit status."""
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, _on_stop_signal)
+    _install_stop_handlers()
     try:
         status = app(args=argv, standalone_mode=False)
     except KeyboardInterrupt:

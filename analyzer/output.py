@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import stat
 import sys
@@ -33,6 +34,9 @@ from analyzer.errors import UsageError, WireprobeError
 
 #: The name users give for standard output (tcpdump's and curl's convention).
 STDOUT_NAME = "-"
+#: Names of a descriptor this process already has open (/dev/stdout, /dev/fd/3): whatever
+#: they point at is written through, never replaced.
+OPEN_FILE_PATHS = ("/dev/stdout", "/dev/stderr", "/dev/fd/", "/proc/self/fd/")
 #: Mode of a new regular file before the umask, as ``open(path, "w")`` would create it.
 NEW_FILE_MODE = 0o666
 
@@ -98,6 +102,10 @@ def plan(path: str | os.PathLike[str] | None, *, force: bool = False) -> Target:
         raise UsageError(f"cannot write {name}: {_reason(err)}") from err
     if mode is not None and not stat.S_ISREG(mode):
         return _plan_special(name, mode, force)
+    if mode is not None and name.startswith(OPEN_FILE_PATHS):
+        # /dev/stdout onto the shell's "> out.txt": write through the descriptor; renaming a
+        # new file over the shell's would be a surprise, and it needs no --force.
+        return Target(name=name, kind=Kind.STREAM, path=Path(name), force=force)
     if mode is None and os.path.islink(name):
         # Following it would create a file wherever the link points (a planted link in a shared
         # directory, written as root); replacing it would surprise whoever made it.
@@ -207,15 +215,32 @@ def _stdout(target: Target, *, binary: bool) -> Iterator[IO[Any]]:
     stream = sys.stdout
     if stream is None or not _fd_open(1):
         raise OutputError("standard output", "it is closed")
+    out = _stdout_writer(stream.encoding or "utf-8", binary=binary)
     try:
-        yield stream.buffer if binary else stream
-        stream.flush()
+        stream.flush()  # whatever was printed before the report comes before it
+        yield out
+        out.flush()
     except BrokenPipeError:
         silence_stdout()
         raise ReaderGone() from None
     except OSError as err:
         silence_stdout()
         raise OutputError("standard output", _reason(err)) from err
+    finally:
+        with contextlib.suppress(OSError):
+            out.close()  # fd 1 itself stays open (closefd=False)
+
+
+def _stdout_writer(encoding: str, *, binary: bool) -> IO[Any]:
+    """A buffered writer of our own on fd 1.  A write-through ``sys.stdout`` (PYTHONUNBUFFERED,
+    ``python -u``) drops the rest of a short write without a word, so a disk filling up behind
+    ``> out.txt`` would cut the report and exit 0; a BufferedWriter retries the rest and the
+    next write fails loudly (EFBIG, ENOSPC)."""
+    buffered = io.BufferedWriter(io.FileIO(1, "w", closefd=False))
+    if binary:
+        return buffered
+    # backslashreplace: a terminal in an ASCII locale gets "\u2192", not a UnicodeEncodeError.
+    return io.TextIOWrapper(buffered, encoding=encoding, errors="backslashreplace")
 
 
 def _fd_open(fd: int) -> bool:

@@ -150,6 +150,8 @@ TUNNEL_METHOD = b"CONNECT"
 SWITCHING_PROTOCOLS = 101
 #: RFC 7540 section 3.2: the token a client uses to ask for HTTP/2 over cleartext.
 H2C_TOKEN = b"h2c"
+#: RFC 6455 section 4.2.2: the server's 101 carries "Upgrade: websocket" (case-insensitive).
+WEBSOCKET_TOKEN = b"websocket"
 
 _Held = tuple[str, int, bytes | int, int, float]  # (call, direction, data or length, ordinal, ts)
 #: A remembered head: its (method, target) or its status code, and its framing fields (never
@@ -960,7 +962,7 @@ class Http1Decoder:
         if status < 200:
             if status == SWITCHING_PROTOCOLS and exchange.switch:
                 upgrade = (fields.get(b"upgrade") or exchange.upgrade).lower()
-                self._switch_protocols(st, exchange, "http2" if H2C_TOKEN in upgrade else "")
+                self._switch_protocols(st, exchange, _upgraded_protocol(upgrade))
                 return
             if status == SWITCHING_PROTOCOLS:
                 self._out.append(Anomaly("http1.unexpected_switch"))
@@ -1249,7 +1251,7 @@ class Http1Decoder:
     def _switch_protocols(self, st: _Direction, exchange: _Exchange, protocol: str) -> None:
         """resp left HTTP/1.1 after this header block; orig follows once its request ends."""
         self._switch = (protocol, exchange, self._ts)
-        if not protocol:
+        if protocol != "http2":  # h2c's response goes on as stream 1, whose status HTTP/2 notes
             self._note(exchange, "status", st.status)
         self._to_held(st)
         orig = self._dirs[ORIG]
@@ -1282,6 +1284,11 @@ class Http1Decoder:
             )
             if isinstance(inner, OpaqueDecoder):  # no HTTP/2 decoder: keep the offsets right
                 inner = OpaqueDecoder("http2", base)
+        elif protocol == "websocket":
+            # The Upgrade exchange stays this message; the frames are the WebSocket decoder's.
+            self._note(exchange, "upgrade", WEBSOCKET_TOKEN.decode())
+            self._out.append(MessageEnded(exchange.message, ts))
+            inner = make_decoder("websocket", self._ids, self._options, base=base)
         else:
             # A tunnel (CONNECT, WebSocket...): its bytes are not ours to decode.
             self._out.append(Anomaly("http1.tunnel"))
@@ -1321,6 +1328,13 @@ class Http1Decoder:
                 self._out += target.gap(direction, value, ordinal, ts)
             else:
                 self._out += target.eof(direction, ordinal, ts)
+
+
+def _upgraded_protocol(upgrade: bytes) -> str:
+    """The decoder a 101 hands over to: "http2" (h2c), "websocket", or "" (a tunnel)."""
+    if H2C_TOKEN in upgrade:
+        return "http2"
+    return "websocket" if WEBSOCKET_TOKEN in upgrade else ""
 
 
 def _parse_fields(buf: bytes | bytearray, newline: int, end: int) -> dict[bytes, bytes]:
