@@ -213,9 +213,13 @@ def _temporary_with(target: Target, data: bytes) -> Path:
 @contextlib.contextmanager
 def _stdout(target: Target, *, binary: bool) -> Iterator[IO[Any]]:
     stream = sys.stdout
-    if stream is None or not _fd_open(1):
+    if stream is None or (_is_fd_1(stream) and not _fd_open(1)):
         raise OutputError("standard output", "it is closed")
-    out = _stdout_writer(stream.encoding or "utf-8", binary=binary)
+    if not _is_fd_1(stream):
+        # Replaced by a caller (typer's CliRunner, an embedding program): write where it says.
+        out: IO[Any] = stream.buffer if binary else stream
+    else:
+        out = _stdout_writer(stream.encoding or "utf-8", binary=binary)
     try:
         stream.flush()  # whatever was printed before the report comes before it
         yield out
@@ -227,8 +231,16 @@ def _stdout(target: Target, *, binary: bool) -> Iterator[IO[Any]]:
         silence_stdout()
         raise OutputError("standard output", _reason(err)) from err
     finally:
-        with contextlib.suppress(OSError):
-            out.close()  # fd 1 itself stays open (closefd=False)
+        if out is not stream and out is not getattr(stream, "buffer", None):
+            with contextlib.suppress(OSError):
+                out.close()  # fd 1 itself stays open (closefd=False)
+
+
+def _is_fd_1(stream: IO[str]) -> bool:
+    try:
+        return stream.fileno() == 1
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is both
+        return False
 
 
 def _stdout_writer(encoding: str, *, binary: bool) -> IO[Any]:
