@@ -18,6 +18,7 @@ from typing import IO, TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
+from analyzer.detect import REGISTRY
 from analyzer.errors import UsageError, WireprobeError
 from analyzer.options import AnalyzeOptions, DecodeOptions
 
@@ -35,7 +36,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-PROTOCOLS = ("http1", "http2", "amqp", "tls")
+#: ``--port PROTO=PORT`` choices: every registered protocol (analyzer/detect.py).
+PROTOCOLS = REGISTRY.names
 
 
 @app.callback()
@@ -240,7 +242,9 @@ def generate(
     preset: Annotated[
         str | None, typer.Option(help="A named scenario; other options override its fields.")
     ] = None,
-    protocol: Annotated[str | None, typer.Option(help="http1, http2 or amqp.")] = None,
+    protocol: Annotated[
+        str | None, typer.Option(help="http1, http2, amqp, mqtt or websocket.")
+    ] = None,
     tls: Annotated[str | None, typer.Option(help="off, 1.2 or 1.3.")] = None,
     messages: Annotated[int | None, typer.Option(help="Messages in all.")] = None,
     per_connection: Annotated[
@@ -253,6 +257,7 @@ def generate(
     amqp_mode: Annotated[
         str | None, typer.Option(help="publish, confirm, confirm-async or consume.")
     ] = None,
+    mqtt_qos: Annotated[int | None, typer.Option(help="MQTT QoS of each PUBLISH: 0, 1, 2.")] = None,
     resume: Annotated[
         bool | None, typer.Option("--resume", help="Reconnects resume the TLS session.")
     ] = None,
@@ -287,6 +292,7 @@ def generate(
         "payload": payload,
         "concurrency": concurrency,
         "amqp_mode": amqp_mode,
+        "mqtt_qos": mqtt_qos,
         "resume": resume,
         "mtu": mtu,
         "rtt_ms": rtt_ms,
@@ -322,7 +328,9 @@ def generate(
 @app.command()
 def capture(
     output: Annotated[Path, typer.Option("--output", "-o", help="pcap to write.")],
-    protocol: Annotated[str, typer.Option(help="http1, http2 or amqp.")] = "http1",
+    protocol: Annotated[
+        str, typer.Option(help="http1, http2, amqp, mqtt, nats or websocket.")
+    ] = "http1",
     tls: Annotated[str, typer.Option(help="off, 1.2 or 1.3 (HTTP only).")] = "off",
     messages: Annotated[int, typer.Option(help="Messages in all.")] = 10,
     per_connection: Annotated[
@@ -338,6 +346,14 @@ def capture(
     amqp_url: Annotated[
         str, typer.Option(help="The broker.")
     ] = "amqp://guest:guest@127.0.0.1:5672/",
+    mqtt_qos: Annotated[int | None, typer.Option(help="MQTT QoS of each PUBLISH: 0, 1, 2.")] = None,
+    mqtt_version: Annotated[
+        int, typer.Option(help="MQTT 4 (3.1.1) or 5 (subscribes to its own topic, aliases it).")
+    ] = 4,
+    mqtt_broker: Annotated[str, typer.Option(help="The MQTT broker, HOST:PORT.")] = (
+        "127.0.0.1:1883"
+    ),
+    nats_server: Annotated[str, typer.Option(help="nats-server, HOST:PORT.")] = "127.0.0.1:4222",
     mtu: Annotated[
         int | None,
         typer.Option(help="1500: the client in a network namespace behind a veth pair (root)."),
@@ -371,6 +387,10 @@ def capture(
             concurrency=concurrency,
             amqp_mode=amqp_mode,
             amqp_url=amqp_url,
+            mqtt_qos=mqtt_qos,
+            mqtt_version=mqtt_version,
+            mqtt_broker=mqtt_broker,
+            nats_server=nats_server,
             mtu=mtu,
             output=output,
             keylog=keylog,

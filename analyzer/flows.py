@@ -748,9 +748,9 @@ class FlowTable:
 
     def budget_report(self) -> dict[str, int] | None:
         """What the state budget did, when it did more than retire idle connections."""
-        if not self.counters.acted(self._clock):
+        if not self.counters.acted():
             return None
-        return self.counters.as_record(self._clock, self._max_open)
+        return self.counters.as_record(self._max_open)
 
     def _finish(self, conn: Connection, ts: float) -> None:
         orig, resp = conn.orig, conn.resp

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from analyzer import escape
+from analyzer.detect import REGISTRY
 from analyzer.pipeline import Analysis
 from analyzer.records import Record
 
@@ -28,13 +29,8 @@ FORMATS = ("table", "json", "csv", "markdown")
 #: Connections listed under "costliest connections" in the table and Markdown reports.
 TOP_CONNECTIONS = 10
 
-PROTOCOL_NAMES = {
-    "http1": "HTTP/1.1",
-    "http2": "HTTP/2",
-    "amqp": "AMQP 0-9-1",
-    "tls": "TLS (undecrypted)",
-    "unknown": "unknown",
-}
+#: protocol -> printed name, from the registry of protocols (analyzer/detect.py)
+PROTOCOL_NAMES = {**REGISTRY.titles, "unknown": "unknown"}
 
 CSV_COLUMNS = (
     "id",

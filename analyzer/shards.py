@@ -118,14 +118,18 @@ def run_shard(spec: ShardSpec, report: Reporter | None = None) -> ShardResult:
         return keep_bucket(packets, spec.bucket, spec.buckets)
 
     try:
-        analysis = analyze(spec.paths, spec.options, on_record=spool.add, packet_filter=only_bucket)
-        files = spool.close()
-    except WireprobeError as err:
-        spool.discard()
-        # Re-raised as the one-argument ShardError: exceptions cross processes by pickling,
-        # and CaptureError's two-argument constructor would not survive the trip.
-        raise ShardError(f"{_describe(spec)}: {err}") from None
-    try:
+        try:
+            analysis = analyze(
+                spec.paths, spec.options, on_record=spool.add, packet_filter=only_bucket
+            )
+            files = spool.close()
+        except BaseException as err:
+            spool.discard()
+            if isinstance(err, WireprobeError):
+                # Re-raised as the one-argument ShardError: exceptions cross processes by
+                # pickling, and CaptureError's two-argument constructor would not survive it.
+                raise ShardError(f"{_describe(spec)}: {err}") from None
+            raise
         return ShardResult(
             group=spec.group,
             bucket=spec.bucket,
@@ -289,16 +293,18 @@ class _Tally:
 
 
 def _collect(
-    executor: Executor, specs: Sequence[ShardSpec], tally: _Tally, inline: bool
+    executor: Executor, specs: Sequence[ShardSpec], tally: _Tally, inline: bool, directory: str
 ) -> list[ShardResult]:
-    """Run every shard; the first failure cancels the rest and raises ``ShardError``."""
+    """Run every shard; the first failure cancels the rest and raises ``ShardError``.  A remote
+    shard's spool goes to ``directory`` as soon as it arrives, so the parent holds at most one
+    shard's records in memory, however many shards the cluster ran."""
     report = tally.reading if inline and tally.wanted else None
     futures: dict[Future[ShardResult], int] = {
         executor.submit(run_shard, spec, report): i for i, spec in enumerate(specs)
     }
     try:
         for future in as_completed(futures):
-            tally.finished(_result(future, specs[futures[future]]))
+            tally.finished(_on_disk(_result(future, specs[futures[future]]), directory))
     except BaseException:
         for pending in futures:
             pending.cancel()
@@ -353,14 +359,11 @@ def _captures(results: Sequence[ShardResult], groups: Sequence[InputGroup]) -> l
     return out
 
 
-def _spools(results: Sequence[ShardResult], directory: str) -> list[SpoolFiles]:
-    spools = []
-    for r in results:
-        if isinstance(r.spool, PackedSpool):
-            spools.append(unpack(r.spool, directory, f"g{r.group}b{r.bucket}"))
-        else:
-            spools.append(r.spool)
-    return spools
+def _on_disk(result: ShardResult, directory: str) -> ShardResult:
+    if not isinstance(result.spool, PackedSpool):
+        return result
+    files = unpack(result.spool, directory, f"g{result.group}b{result.bucket}")
+    return replace(result, spool=files)
 
 
 #: Budget figures that add across shards (each connection lives in exactly one shard); the
@@ -386,7 +389,6 @@ def _merge_budgets(tables: Sequence[dict[str, int] | None]) -> dict[str, int] | 
 def merge_results(
     results: Sequence[ShardResult],
     groups: Sequence[InputGroup],
-    directory: str,
     on_record: OnRecord | None,
 ) -> Analysis:
     """One ``Analysis`` from every shard's: totals add, records stream in canonical order."""
@@ -400,7 +402,8 @@ def merge_results(
     result.connection_table = _merge_budgets([r.connection_table for r in results])
     result.captures = _captures(results, groups)
     summary = Summary()
-    for record, messages in merge(_spools(results, directory)):
+    spools = [r.spool for r in results if isinstance(r.spool, SpoolFiles)]
+    for record, messages in merge(spools):
         summary.add(record)
         result.connections += 1
         result.messages += record["messages"] or 0
@@ -434,12 +437,13 @@ def analyze_sharded(
         tally = _Tally(specs, on_progress)
         listener = _listen(reports, tally) if reports is not None and on_progress else None
         try:
-            results = _collect(executor, specs, tally, isinstance(executor, _InlineExecutor))
+            inline = isinstance(executor, _InlineExecutor)
+            results = _collect(executor, specs, tally, inline, directory)
         finally:
             if listener is not None:
                 reports.put(None)
                 listener.join()
-        return merge_results(results, groups, directory, on_record)
+        return merge_results(results, groups, on_record)
 
 
 def _listen(reports: Any, tally: _Tally) -> threading.Thread:

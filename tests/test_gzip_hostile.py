@@ -16,7 +16,8 @@ import pytest
 from builder import Conversation
 from test_cli import assert_usage_error, wireprobe
 
-from analyzer.capture import GZIP_SLACK_BYTES, MAX_GZIP_RATIO, CaptureSet
+from analyzer.capture import CaptureSet
+from analyzer.sources import GZIP_SLACK_BYTES, MAX_GZIP_RATIO
 
 PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
 
@@ -39,15 +40,15 @@ def read(path: Path) -> tuple[int, dict[str, int]]:
 
 def test_a_bomb_stops_at_the_ratio_in_bounded_memory(tmp_path: Path) -> None:
     bomb = tmp_path / "bomb.pcap.gz"
-    zeros = b"\0" * (1 << 20)
+    record = struct.pack("<IIII", 1, 0, 65535, 65535) + b"\0" * 65535
     with gzip.open(bomb, "wb", compresslevel=9) as out:
         out.write(PCAP_HEADER)
-        for _ in range(256):  # 256 MiB of empty pcap records, 250 KiB compressed
-            out.write(zeros)
+        for _ in range(4096):  # 256 MiB of zero-filled frames, 260 KiB compressed
+            out.write(record)
     tracemalloc.start()
     try:
         captures = CaptureSet([str(bomb)])
-        inflated = sum(16 for _ in captures)  # each record: a 16-byte header, no data
+        inflated = sum(16 + len(packet[3]) for packet in captures)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -107,3 +107,17 @@ def test_heavy_cases_stay_within_the_memory_bound(hostile: Path, name: str) -> N
         _, status, usage = os.wait4(proc.pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert usage.ru_maxrss // 1024 < CASE_RSS_MIB
+
+
+#: Cases whose strings or file names reach the human-readable formats.
+HOSTILE_STRINGS = sorted(n for n in corpus.CASES if "hostile" in n or n.startswith(("name-", "x[")))
+
+
+@pytest.mark.parametrize("name", HOSTILE_STRINGS)
+@pytest.mark.parametrize("fmt", ["table", "markdown"])
+def test_hostile_strings_reach_the_readable_formats_without_harm(
+    hostile: Path, name: str, fmt: str
+) -> None:
+    code, out, err, exception, _ = _run(["analyze", str(hostile / name), "-f", fmt])
+    assert (code, exception, err) == (0, None, "")
+    assert out

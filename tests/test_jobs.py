@@ -190,7 +190,7 @@ def test_process_pool_gives_the_same_bytes(scenarios: dict[str, Path]) -> None:
         capture = scenarios[name]
         options = _options(capture)
         want = sharded_json([str(capture)], options, 1)
-        for jobs in (2, 4):
+        for jobs in (2, 4, 0):  # 0: one worker per core
             got = _json(
                 lambda on_record, c=capture, o=options, jobs=jobs: analyze_inputs(
                     [str(c)], o, jobs=jobs, on_record=on_record
@@ -214,7 +214,8 @@ def test_dask_cluster_of_two_workers_gives_the_same_bytes(scenarios: dict[str, P
         processes=True,
         host="127.0.0.1",
         scheduler_port=0,
-        dashboard_address=None,
+        dashboard_address=":0",  # no fixed port: others may hold 8787
+        worker_dashboard_address=":0",
     ) as cluster:
         for capture in files:
             options = _options(capture)

@@ -28,8 +28,10 @@ from analyzer.compare.sections import (
     GLOSSARY,
     HOW_TO_READ,
     LIVE_COLUMNS,
+    MARGINAL_NOTE,
     NOT_RUN_COLUMNS,
     PATH_COLUMNS,
+    PATHS_NOTE,
     TIMING_COLUMNS,
     live_rows,
     not_run_rows,
@@ -46,7 +48,7 @@ CHART_CAPTIONS = {
     "is the marginal cost, what one more message costs on an open connection.",
     "latency": "Time per message for one sender, from the counted round trips and loaded bytes, "
     "at a rack's, a region's and a cross-region RTT (each panel its own scale). Solid: the "
-    "strongest TLS setting measured; dashed: cleartext. " + MODEL,
+    "strongest TLS setting measured; dashed: cleartext.",
     "paths": "Marginal wire bytes of one message along its whole path, each leg in its own "
     "colour: a queued message is published and then delivered; an RPC over a broker crosses "
     "four legs; a reverse proxy adds a second hop to an HTTP call.",
@@ -145,7 +147,11 @@ def run_note(result: CompareResult) -> str:
 LIVE_NOTE = (
     "Each live case beside the same case generated (analyzer.synth), figure by figure; "
     "'NO' marks a difference beyond the stated tolerance (bytes: a share of the synthetic "
-    "figure, since real clients send other headers; counts: an absolute bound)."
+    "figure; counts: an absolute bound). Where they differ, the recordings show why: httpx and "
+    "hypercorn write an HTTP message's head and body in two segments, each acknowledged on its "
+    "own on loopback, with TCP timestamps (12 bytes a segment), and send more header fields "
+    "than the generator; with TLS 1.3 the server's session tickets arrive before the client's "
+    "first request, which the analyzer counts as one more setup round trip."
 )
 
 
@@ -263,8 +269,10 @@ def glossary_markdown() -> str:
 
 def render_markdown(result: CompareResult, claims: Sequence[Claim]) -> str:
     """``report.md``; the charts are the PNG files written beside it."""
+    # The latency chart's model is written under it (issue 14), as in the HTML page.
+    captions = CHART_CAPTIONS | {"latency": f"{CHART_CAPTIONS['latency']} {MODEL}"}
     charts = "\n\n".join(
-        f"![{escape.markdown(name)}]({name}.png)\n\n*{escape.markdown(CHART_CAPTIONS[name])}*"
+        f"![{escape.markdown(name)}]({name}.png)\n\n*{escape.markdown(captions[name])}*"
         for name in CHART_NAMES
     )
     all_rows = [case_row(result, m) for m in result.measurements.values()]
@@ -289,8 +297,12 @@ def render_markdown(result: CompareResult, claims: Sequence[Claim]) -> str:
         f"{claims_markdown(claims)}\n"
         "## Protocol against protocol\n\n"
         f"{_md_table(CASE_COLUMNS, headline_rows(result))}\n\n"
+        f"{MARGINAL_NOTE}\n\n"
         "## The whole path of a message\n\n"
-        f"{_md_table(PATH_COLUMNS, path_rows(result))}\n\n"
+        f"{PATHS_NOTE}\n\n"
+        f"{_md_table(PATH_COLUMNS, path_rows(result, legs=False))}\n\n"
+        "Leg by leg:\n\n"
+        f"{_md_table(PATH_COLUMNS, path_rows(result, legs=True))}\n\n"
         "## Latency\n\n"
         f"{_md_table(TIMING_COLUMNS, timing_rows(result))}\n\n"
         + "".join(f"- {escape.markdown(line)}\n" for line in reuse_lines(result))
@@ -425,9 +437,12 @@ def render_html(
         f'<dl id="glossary">{glossary}</dl></section>'
         f"<h2>Claims</h2>{claims_html(claims)}"
         f"<h2>Protocol against protocol</h2>{html_table(CASE_COLUMNS, headline_rows(result), 2)}"
+        f"<p><small>{_e(MARGINAL_NOTE)}</small></p>"
         f"{charts['loaded-bytes']}"
-        f"<h2>The whole path of a message</h2>{html_table(PATH_COLUMNS, path_rows(result), 3)}"
-        f"{charts['paths']}"
+        f"<h2>The whole path of a message</h2><p>{_e(PATHS_NOTE)}</p>"
+        f"{html_table(PATH_COLUMNS, path_rows(result, legs=False), 3)}"
+        f"{charts['paths']}<h3>Leg by leg</h3>"
+        f"{html_table(PATH_COLUMNS, path_rows(result, legs=True), 3)}"
         f"<h2>Latency</h2>{html_table(TIMING_COLUMNS, timing_rows(result), 2)}"
         + "<ul>"
         + "".join(f"<li>{_e(line)}</li>" for line in reuse_lines(result))
