@@ -215,13 +215,11 @@ def _stdout(target: Target, *, binary: bool) -> Iterator[IO[Any]]:
     stream = sys.stdout
     if stream is None or (_is_fd_1(stream) and not _fd_open(1)):
         raise OutputError("standard output", "it is closed")
-    own = _is_fd_1(stream)
-    if own:
-        out = _stdout_writer(stream.encoding or "utf-8", binary=binary)
+    if not _is_fd_1(stream):
+        # Replaced by a caller (typer's CliRunner, an embedding program): write where it says.
+        out: IO[Any] = stream.buffer if binary else stream
     else:
-        # sys.stdout was replaced (a program embedding wireprobe, a test runner's capture):
-        # the report goes where it points, not around it to the process's fd 1.
-        out = stream.buffer if binary else stream
+        out = _stdout_writer(stream.encoding or "utf-8", binary=binary)
     try:
         stream.flush()  # whatever was printed before the report comes before it
         yield out
@@ -233,15 +231,15 @@ def _stdout(target: Target, *, binary: bool) -> Iterator[IO[Any]]:
         silence_stdout()
         raise OutputError("standard output", _reason(err)) from err
     finally:
-        if own:
+        if out is not stream and out is not getattr(stream, "buffer", None):
             with contextlib.suppress(OSError):
                 out.close()  # fd 1 itself stays open (closefd=False)
 
 
-def _is_fd_1(stream: IO[Any]) -> bool:
+def _is_fd_1(stream: IO[str]) -> bool:
     try:
         return stream.fileno() == 1
-    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is both
         return False
 
 
