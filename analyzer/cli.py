@@ -317,7 +317,8 @@ def generate(
     preset: Annotated[
         str | None,
         typer.Option(
-            help="A named scenario (listed below); the other options override its fields."
+            help="A named scenario (listed below); the other options override its fields. "
+            "(default: none, each option's own default)"
         ),
     ] = None,
     protocol: Annotated[

@@ -36,10 +36,11 @@ PROTOCOL_NAMES = {
 #: where TCP loss starts to cost more than the framing differences the tool measures.
 RETRANSMIT_NOTE_SHARE = 0.01
 
-#: Anomalies that mean a request or answer found no partner: the message was not counted whole.
+#: Anomalies that mean an answer (or content) found no message to belong to, so it was not
+#: counted as one.  Requests without an answer are counted from the message records instead
+#: (``Tally.add_message``), which covers ``http1.lost_response`` too.
 UNPAIRED_ANOMALIES = (
     "http1.orphan_response",
-    "http1.lost_response",
     "amqp.unmatched_ack",
     "amqp.orphan_content",
     "amqp.unanswered_get",
@@ -189,10 +190,10 @@ class Health:
     tls_undecrypted: int
     packets: int
     packets_skipped: dict[str, int]
-    #: requests or answers that found no partner (``UNPAIRED_ANOMALIES``)
+    #: answers or content that found no message (``UNPAIRED_ANOMALIES``)
     unpaired: int
-    #: requests whose response had not arrived when the capture ended
-    unanswered_at_end: int
+    #: requests with no response: lost in a gap, or still waiting when the capture ended
+    unanswered: int
     #: False under ``--transport-only``: TLS and messages were not looked at
     decoded: bool = True
 
@@ -215,7 +216,7 @@ def health(analysis: Analysis, tally: Tally, *, decoded: bool = True) -> Health:
         packets=analysis.packets,
         packets_skipped=dict(analysis.skipped),
         unpaired=sum(tally.anomalies.get(name, 0) for name in UNPAIRED_ANOMALIES),
-        unanswered_at_end=tally.unanswered,
+        unanswered=tally.unanswered,
     )
 
 
@@ -250,8 +251,8 @@ def health_lines(h: Health) -> list[tuple[str, str]]:
         ),
         (
             "not counted",
-            f"{h.unpaired:,} requests or answers without a partner, "
-            f"{h.unanswered_at_end:,} requests unanswered when the capture ended"
+            f"{h.unpaired:,} answers without their message, {h.unanswered:,} requests "
+            "without a response (lost, or still waiting when the capture ended)"
             if h.decoded
             else NOT_EXAMINED,
         ),
@@ -377,7 +378,7 @@ def _transport(analysis: Analysis, tally: Tally) -> list[Finding]:
                 name="tcp.gap",
                 severity=NOTE,
                 count=gaps,
-                message=f"{gaps:,} gaps in TCP streams ({tally.missing:,} bytes): the capture "
+                message=f"{gaps:,} {'gap' if gaps == 1 else 'gaps'} in TCP streams ({tally.missing:,} bytes): the capture "
                 "missed segments; bytes after them may be undecoded (use a bigger capture "
                 "buffer or capture closer to the host).",
             )
