@@ -233,7 +233,7 @@ def health_lines(h: Health) -> list[tuple[str, str]]:
             f"{h.retransmitted_bytes:,} bytes "
             f"({_share(h.retransmitted_bytes, h.wire_bytes)} of {h.wire_bytes:,} wire bytes)",
         ),
-        ("missing", f"{h.missing_bytes:,} bytes never captured, in {h.gaps:,} gaps"),
+        ("missing", f"{h.missing_bytes:,} bytes never captured, in {_n(h.gaps, 'gap')}"),
         (
             "connections",
             f"{h.connections:,}: {h.connections_reset:,} reset, "
@@ -251,12 +251,18 @@ def health_lines(h: Health) -> list[tuple[str, str]]:
         ),
         (
             "not counted",
-            f"{h.unpaired:,} answers without their message, {h.unanswered:,} requests "
-            "without a response (lost, or still waiting when the capture ended)"
+            f"{_n(h.unpaired, 'answer')} without their message, "
+            f"{_n(h.unanswered, 'request')} without a response "
+            "(lost, or still waiting when the capture ended)"
             if h.decoded
             else NOT_EXAMINED,
         ),
     ]
+
+
+def _n(count: int, noun: str) -> str:
+    """``1 gap``, ``2 gaps``: the count with its noun in the right number."""
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
 
 
 def _share(part: int, whole: int) -> str:
@@ -270,6 +276,7 @@ def compute(analysis: Analysis, tally: Tally, extra: list[Finding] | None = None
     """The findings of a run: warnings first (``extra``: the CLI's, such as duplicate inputs)."""
     found = list(extra or [])
     found += _capture_damage(analysis)
+    found += _overlap(analysis, tally)
     found += _overrides(tally)
     found += _reuse(analysis, tally)
     found += _undecrypted(tally)
@@ -295,6 +302,33 @@ def _capture_damage(analysis: Analysis) -> list[Finding]:
                 )
             )
     return out
+
+
+def _overlap(analysis: Analysis, tally: Tally) -> list[Finding]:
+    """Inputs whose times overlap while many bytes were retransmitted: likely the same traffic
+    captured twice (both ends of a link, a file and a part of it), whose copies count as
+    retransmissions.  Identical files are caught before reading (analyzer/duplicates.py)."""
+    if not tally.wire or tally.retransmitted < RETRANSMIT_NOTE_SHARE * tally.wire:
+        return []
+    spans = sorted(
+        (c["first_ts"], c["last_ts"], c["path"])
+        for c in analysis.captures
+        if c["first_ts"] is not None
+    )
+    pairs = [(a[2], b[2]) for i, a in enumerate(spans) for b in spans[i + 1 :] if b[0] <= a[1]]
+    if not pairs:
+        return []
+    first, second = pairs[0]
+    return [
+        Finding(
+            name="input.overlap",
+            severity=WARNING,
+            count=len(pairs),
+            message=f"{first} and {second} cover the same time and "
+            f"{_share(tally.retransmitted, tally.wire)} of the bytes count as retransmissions: "
+            "if they captured the same traffic, give one of them",
+        )
+    ]
 
 
 def _overrides(tally: Tally) -> list[Finding]:
@@ -350,7 +384,7 @@ def _undecrypted(tally: Tally) -> list[Finding]:
             name="tls.undecrypted",
             severity=NOTE,
             count=tally.undecrypted_tls,
-            message=f"{tally.undecrypted_tls:,} TLS connections could not be decrypted"
+            message=f"{_n(tally.undecrypted_tls, 'TLS connection')} could not be decrypted"
             + (f" ({alpn})" if alpn else "")
             + ": a key log (--keylog FILE, from SSLKEYLOGFILE) would add their messages, "
             "framing and payload figures.",
@@ -378,7 +412,7 @@ def _transport(analysis: Analysis, tally: Tally) -> list[Finding]:
                 name="tcp.gap",
                 severity=NOTE,
                 count=gaps,
-                message=f"{gaps:,} {'gap' if gaps == 1 else 'gaps'} in TCP streams ({tally.missing:,} bytes): the capture "
+                message=f"{_n(gaps, 'gap')} in TCP streams ({tally.missing:,} bytes): the capture "
                 "missed segments; bytes after them may be undecoded (use a bigger capture "
                 "buffer or capture closer to the host).",
             )

@@ -143,6 +143,15 @@ def test_the_same_capture_twice_is_read_once(tmp_path: Path, how: str) -> None:
     assert first.read_bytes() == GOLDEN.read_bytes()
 
 
+def test_a_capture_and_a_part_of_it_warn_of_invented_retransmissions(tmp_path: Path) -> None:
+    part = cut(tmp_path)
+    result = wireprobe("analyze", str(part), str(GOLDEN), "-f", "json")
+    assert result.returncode == 0
+    overlap = [line for line in stderr_lines(result) if "cover the same time" in line]
+    assert len(overlap) == 1 and str(part) in overlap[0] and str(GOLDEN) in overlap[0]
+    assert "input.overlap" in [f["name"] for f in json.loads(result.stdout)["findings"]]
+
+
 def test_two_different_captures_are_both_read() -> None:
     result = wireprobe("analyze", str(GOLDEN), str(LOSSY), "-f", "json")
     assert result.returncode == 0 and result.stderr == ""
@@ -272,7 +281,7 @@ def test_health_counts_cut_connections_and_unanswered_requests(tmp_path: Path) -
     assert health["unanswered"] == 1
     markdown = wireprobe("analyze", str(path), "-f", "markdown").stdout
     assert "| connections | 3: 1 reset, 1 still open when the capture ended |" in markdown
-    assert "1 requests without a response" in markdown
+    assert "1 request without a response" in markdown
 
 
 def test_connection_columns_add_up_and_name_round_trips_one_way() -> None:
