@@ -504,6 +504,7 @@ def capture(
             f"{len(result.unclosed)} connections not seen closing",
             err=True,
         )
+    _print_findings(collector.findings(analysis), notes_too=fmt == "csv")
     collector.render(analysis, sys.stdout)
 
 

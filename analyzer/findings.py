@@ -93,6 +93,7 @@ class Tally:
     wire: int = 0
     #: link + IP + TCP header bytes (the rest of ``wire`` is TCP payload)
     header_bytes: int = 0
+    undecoded: int = 0
     retransmitted: int = 0
     missing: int = 0
     reset: int = 0
@@ -116,6 +117,7 @@ class Tally:
         self.wire += record["wire_bytes"]
         layers = record["layers"]
         self.header_bytes += layers["link"] + layers["ip"] + layers["tcp"]
+        self.undecoded += record["undecoded_bytes"]
         self.retransmitted += record["retransmitted_bytes"]
         self.missing += record.get("missing_bytes", 0)
         closed = record.get("closed")
@@ -272,14 +274,27 @@ def _share(part: int, whole: int) -> str:
 # -- findings -------------------------------------------------------------------------------------
 
 
-def compute(analysis: Analysis, tally: Tally, extra: list[Finding] | None = None) -> list[Finding]:
-    """The findings of a run: warnings first (``extra``: the CLI's, such as duplicate inputs)."""
+def compute(
+    analysis: Analysis,
+    tally: Tally,
+    extra: list[Finding] | None = None,
+    *,
+    decoded: bool = True,
+) -> list[Finding]:
+    """The findings of a run: warnings first (``extra``: the CLI's, such as duplicate inputs).
+
+    ``decoded`` is False under ``--transport-only``, where every payload byte is undecoded on
+    purpose and no message is counted: the findings about messages and decoding do not apply.
+    """
     found = list(extra or [])
     found += _capture_damage(analysis)
     found += _overlap(analysis, tally)
     found += _overrides(tally)
-    found += _reuse(analysis, tally)
-    found += _undecrypted(tally)
+    if decoded:
+        found += _reuse(analysis, tally)
+        found += _overhead(analysis)
+        found += _undecrypted(tally)
+        found += _undecoded(tally)
     found += _transport(analysis, tally)
     found.sort(key=lambda f: f.severity != WARNING)  # stable: warnings first, order kept
     return found
@@ -373,6 +388,47 @@ def _reuse(analysis: Analysis, tally: Tally) -> list[Finding]:
             )
         )
     return out
+
+
+#: Loaded cost at or above this multiple of the marginal one: the connections' setup, teardown
+#: and control cost more than the messages themselves (the rule the HTML report had).
+OVERHEAD_RATIO = 1.5
+#: Undecoded bytes at or above this share of the wire: the per-message figures leave out a
+#: tenth of the traffic or more.
+UNDECODED_NOTE_SHARE = 0.1
+
+
+def _overhead(analysis: Analysis) -> list[Finding]:
+    out = []
+    for protocol, s in sorted(analysis.summary.items()):
+        marginal, loaded = s.get("marginal_bytes_per_message"), s.get("loaded_bytes_per_message")
+        if marginal and loaded and loaded >= OVERHEAD_RATIO * marginal:
+            out.append(
+                Finding(
+                    name="cost.overhead_dominates",
+                    severity=NOTE,
+                    count=s.get("messages") or 0,
+                    message=f"{PROTOCOL_NAMES.get(protocol, protocol)}: loaded cost "
+                    f"{loaded:,.0f} B/message is {loaded / marginal:.1f}x the marginal "
+                    f"{marginal:,.0f} B: connection overhead dominates.",
+                )
+            )
+    return out
+
+
+def _undecoded(tally: Tally) -> list[Finding]:
+    if not tally.wire or tally.undecoded < UNDECODED_NOTE_SHARE * tally.wire:
+        return []
+    return [
+        Finding(
+            name="bytes.undecoded",
+            severity=NOTE,
+            count=tally.undecoded,
+            message=f"{_share(tally.undecoded, tally.wire)} of the bytes could not be decoded "
+            "(encrypted without keys, an unknown protocol or gaps); they are in no message's "
+            "figures.",
+        )
+    ]
 
 
 def _undecrypted(tally: Tally) -> list[Finding]:

@@ -120,7 +120,9 @@ class Collector:
     def findings(self, analysis: Analysis) -> list[Finding]:
         """The run's findings, computed once and shared by every renderer and the CLI."""
         if self._findings is None:
-            self._findings = compute(analysis, self.tally, self._extra)
+            self._findings = compute(
+                analysis, self.tally, self._extra, decoded=not self.transport_only
+            )
         return self._findings
 
     def health(self, analysis: Analysis) -> Health:
