@@ -235,7 +235,7 @@ def health_lines(h: Health) -> list[tuple[str, str]]:
             f"{h.retransmitted_bytes:,} bytes "
             f"({_share(h.retransmitted_bytes, h.wire_bytes)} of {h.wire_bytes:,} wire bytes)",
         ),
-        ("missing", f"{h.missing_bytes:,} bytes never captured, in {_n(h.gaps, 'gap')}"),
+        ("missing", f"{h.missing_bytes:,} bytes never captured, in {counted(h.gaps, 'gap')}"),
         (
             "connections",
             f"{h.connections:,}: {h.connections_reset:,} reset, "
@@ -253,8 +253,8 @@ def health_lines(h: Health) -> list[tuple[str, str]]:
         ),
         (
             "not counted",
-            f"{_n(h.unpaired, 'answer')} without their message, "
-            f"{_n(h.unanswered, 'request')} without a response "
+            f"{counted(h.unpaired, 'answer')} without their message, "
+            f"{counted(h.unanswered, 'request')} without a response "
             "(lost, or still waiting when the capture ended)"
             if h.decoded
             else NOT_EXAMINED,
@@ -262,7 +262,7 @@ def health_lines(h: Health) -> list[tuple[str, str]]:
     ]
 
 
-def _n(count: int, noun: str) -> str:
+def counted(count: int, noun: str) -> str:
     """``1 gap``, ``2 gaps``: the count with its noun in the right number."""
     return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
 
@@ -440,7 +440,7 @@ def _undecrypted(tally: Tally) -> list[Finding]:
             name="tls.undecrypted",
             severity=NOTE,
             count=tally.undecrypted_tls,
-            message=f"{_n(tally.undecrypted_tls, 'TLS connection')} could not be decrypted"
+            message=f"{counted(tally.undecrypted_tls, 'TLS connection')} could not be decrypted"
             + (f" ({alpn})" if alpn else "")
             + ": a key log (--keylog FILE, from SSLKEYLOGFILE) would add their messages, "
             "framing and payload figures.",
@@ -468,9 +468,9 @@ def _transport(analysis: Analysis, tally: Tally) -> list[Finding]:
                 name="tcp.gap",
                 severity=NOTE,
                 count=gaps,
-                message=f"{_n(gaps, 'gap')} in TCP streams ({tally.missing:,} bytes): the capture "
-                "missed segments; bytes after them may be undecoded (use a bigger capture "
-                "buffer or capture closer to the host).",
+                message=f"{counted(gaps, 'gap')} in TCP streams ({tally.missing:,} bytes): "
+                "the capture missed segments; bytes after them may be undecoded (use a bigger "
+                "capture buffer or capture closer to the host).",
             )
         )
     fragments = analysis.skipped.get("ip.fragment", 0)
@@ -486,4 +486,14 @@ def _transport(analysis: Analysis, tally: Tally) -> list[Finding]:
     return out
 
 
-__all__ = ["NOTE", "WARNING", "Finding", "Health", "Tally", "compute", "health", "health_lines"]
+__all__ = [
+    "NOTE",
+    "WARNING",
+    "Finding",
+    "Health",
+    "Tally",
+    "compute",
+    "counted",
+    "health",
+    "health_lines",
+]

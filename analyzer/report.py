@@ -19,7 +19,16 @@ from typing import IO, Any
 from rich.console import Console
 from rich.table import Table
 
-from analyzer.findings import PROTOCOL_NAMES, Finding, Health, Tally, compute, health, health_lines
+from analyzer.findings import (
+    PROTOCOL_NAMES,
+    Finding,
+    Health,
+    Tally,
+    compute,
+    counted,
+    health,
+    health_lines,
+)
 from analyzer.pipeline import Analysis
 from analyzer.records import Record
 
@@ -407,8 +416,9 @@ def _totals_line(analysis: Analysis) -> str:
     paths = ", ".join(c["path"] for c in analysis.captures)
     skipped = sum(analysis.skipped.values())
     return (
-        f"{paths}: {analysis.packets:,} packets ({analysis.tcp_packets:,} TCP, {skipped:,} "
-        f"skipped), {analysis.connections:,} connections, {analysis.messages:,} messages"
+        f"{paths}: {counted(analysis.packets, 'packet')} ({analysis.tcp_packets:,} TCP, "
+        f"{skipped:,} skipped), {counted(analysis.connections, 'connection')}, "
+        f"{counted(analysis.messages, 'message')}"
     )
 
 
