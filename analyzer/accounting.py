@@ -43,6 +43,7 @@ from analyzer.events import (
     Span,
     TlsHandshake,
 )
+from analyzer.latency import ConnectionLatency
 
 #: Spans kept per direction behind the decoding frontier, for charging retransmissions and ACKs
 #: of bytes already decoded.  Both look back at most about one window; 64 Ki spans cover several
@@ -87,6 +88,7 @@ class MessageState:
     start_ordinal: int
     start_ts: float
     answered_ordinal: int | None = None
+    answered_ts: float | None = None
     end_ts: float | None = None
     detail: dict[str, object] = field(default_factory=dict)
     #: offset of the message's last byte in each direction (-1: none there)
@@ -192,6 +194,8 @@ class ConnectionLedger:
         self.retired_row = new_row()
         #: (ordinal, ts) of the earliest message's first byte
         self.first_start: tuple[int, float] | None = None
+        #: the retired messages' latencies (the live ones are read at the end)
+        self.retired_latency = ConnectionLatency()
 
     # -- packets ----------------------------------------------------------------------------
 
@@ -461,6 +465,7 @@ class ConnectionLedger:
             state = self.messages.get(event.message)
             if state is not None and state.answered_ordinal is None:
                 state.answered_ordinal = event.ordinal
+                state.answered_ts = event.ts
                 self.answers[event.message] = event.ordinal
         elif type(event) is MessageEnded:
             state = self.messages.get(event.message)
@@ -526,7 +531,9 @@ class ConnectionLedger:
             row = rows.pop(state.message, None) or new_row()
             for layer, n in enumerate(row):
                 total[layer] += n
-            self.retiring.append(message_fields(state, row))
+            fields = message_fields(state, row)
+            self.retired_latency.add_fields(fields)
+            self.retiring.append(fields)
             self.retired += 1
             if len(self.retiring) >= SPOOL_BATCH:
                 self._spill()
@@ -604,6 +611,7 @@ def message_fields(state: MessageState, row: Row) -> dict[str, Any]:
         "kind": state.kind,
         "sender": "orig" if state.sender == 0 else "resp",
         "start_ts": state.start_ts,
+        "answer_ts": state.answered_ts,
         "end_ts": state.end_ts,
         "marginal_bytes": sum(row),
         "layers": dict(zip(LAYER_NAMES, row, strict=True)),

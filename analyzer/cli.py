@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from analyzer.findings import Finding
     from analyzer.pipeline import Analysis
     from analyzer.report import Collector
+    from analyzer.shards import ShardProgress
 
 app = typer.Typer(
     add_completion=False,
@@ -163,14 +164,31 @@ def analyze(
             "application decoding.",
         ),
     ] = False,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            "-j",
+            help="Shards on N worker processes (0: every core); same figures. "
+            "(default: one process, no shards)",
+        ),
+    ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            help="Run the shards on a Dask scheduler, tcp://HOST:8786. (default: local)",
+        ),
+    ] = None,
 ) -> None:
     """Charge every byte of a capture to a layer and a message, and summarise per protocol.
 
     Warnings go to stderr, one line each; the exit status is 0 whenever the analysis ran.
     """
-    from analyzer.pipeline import analyze as run_analysis
+    from analyzer.inputs import expand
     from analyzer.progress import reading
     from analyzer.report import FORMATS, Collector
+    from analyzer.shards import analyze_inputs
 
     if output is not None and str(output) == "-":
         output = None  # tcpdump's and curl's convention: "-" is standard output
@@ -180,7 +198,11 @@ def analyze(
             raise UsageError(f"--format must be one of {formats}, not {fmt!r}")
         _check_output(output, captures, force)
         overrides = parse_ports(port or [])
-        inputs, duplicates = _distinct_inputs(captures)
+        # Before expanding (which drops a repeated name in silence) and after (a file named and
+        # also inside a directory given).
+        named, repeated = _distinct_inputs(captures)
+        inputs, contained = _distinct_inputs(expand(named))
+        duplicates = repeated + contained
         options = AnalyzeOptions(
             decode=DecodeOptions(
                 keylog=_load_keylog(keylog or []),  # type: ignore[arg-type]
@@ -194,8 +216,18 @@ def analyze(
             extra_findings=duplicates,
             transport_only=transport_only,
         )
-        with reading(inputs):
-            analysis = run_analysis(inputs, options, on_record=collector.add)
+        sharded = jobs is not None or cluster is not None
+        # One progress display at a time: the shards' own line, else the bar of bytes read.
+        with reading([] if sharded else inputs, passes=_reading_passes(inputs)):
+            analysis = analyze_inputs(
+                inputs,
+                options,
+                jobs=jobs,
+                cluster=cluster,
+                on_record=collector.add,
+                on_progress=_shard_progress() if sharded and sys.stderr.isatty() else None,
+                on_warning=lambda text: warn(text),
+            )
     except WireprobeError as err:
         fail(str(err))
     _print_findings(collector.findings(analysis), notes_too=fmt == "csv")
@@ -243,6 +275,28 @@ def _print_findings(findings: list[Finding], *, notes_too: bool) -> None:
     for finding in findings:
         if finding.severity == WARNING or notes_too:
             warn(finding.message, finding.severity)
+
+
+def _reading_passes(inputs: list[str]) -> int:
+    """Times the inputs are read in one process: several files are surveyed (read through once
+    to order them in time, analyzer/inputs.py) before they are analysed."""
+    return 2 if len(inputs) > 1 and "-" not in inputs else 1
+
+
+def _shard_progress() -> Callable[[ShardProgress], None]:
+    """A progress line on stderr (a terminal only), rewritten as each shard finishes."""
+
+    def show(p: ShardProgress) -> None:
+        mib = 1 << 20
+        end = "\n" if p.shards_done == p.shards else ""
+        sys.stderr.write(
+            f"\rwireprobe: {p.fraction:4.0%}: {p.bytes_read / mib:,.0f} of "
+            f"{p.input_bytes / mib:,.0f} MiB read by {p.shards} shards, {p.shards_done} done "
+            f"({p.packets_done:,} packets){end}"
+        )
+        sys.stderr.flush()
+
+    return show
 
 
 def _to_stdout(write: Callable[[IO[str]], None]) -> None:

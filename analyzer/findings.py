@@ -288,7 +288,6 @@ def compute(
     """
     found = list(extra or [])
     found += _capture_damage(analysis)
-    found += _overlap(analysis, tally)
     found += _overrides(tally)
     if decoded:
         found += _reuse(analysis, tally)
@@ -317,33 +316,6 @@ def _capture_damage(analysis: Analysis) -> list[Finding]:
                 )
             )
     return out
-
-
-def _overlap(analysis: Analysis, tally: Tally) -> list[Finding]:
-    """Inputs whose times overlap while many bytes were retransmitted: likely the same traffic
-    captured twice (both ends of a link, a file and a part of it), whose copies count as
-    retransmissions.  Identical files are caught before reading (analyzer/duplicates.py)."""
-    if not tally.wire or tally.retransmitted < RETRANSMIT_NOTE_SHARE * tally.wire:
-        return []
-    spans = sorted(
-        (c["first_ts"], c["last_ts"], c["path"])
-        for c in analysis.captures
-        if c["first_ts"] is not None
-    )
-    pairs = [(a[2], b[2]) for i, a in enumerate(spans) for b in spans[i + 1 :] if b[0] <= a[1]]
-    if not pairs:
-        return []
-    first, second = pairs[0]
-    return [
-        Finding(
-            name="input.overlap",
-            severity=WARNING,
-            count=len(pairs),
-            message=f"{first} and {second} cover the same time and "
-            f"{_share(tally.retransmitted, tally.wire)} of the bytes count as retransmissions: "
-            "if they captured the same traffic, give one of them",
-        )
-    ]
 
 
 def _overrides(tally: Tally) -> list[Finding]:

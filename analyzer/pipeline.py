@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import gc
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
-from analyzer.capture import SECRETS_TLS_KEY_LOG, CaptureSet
+from analyzer.capture import SECRETS_TLS_KEY_LOG, CaptureSet, RawPacket
 from analyzer.flows import Connection, FlowTable
 from analyzer.keylog import KeyLog
 from analyzer.options import AnalyzeOptions
@@ -23,6 +23,9 @@ from analyzer.records import Record, Summary, connection_records
 #: Called once per finished connection with its record and an iterator over its messages'
 #: records (consume it before returning: it reads a spool that closes afterwards).
 OnRecord = Callable[[Record, Iterator[Record]], None]
+#: Sits between the capture reader and the flow table: a shard keeps only its bucket's frames
+#: (analyzer/shards.py), before any per-connection state is made.
+PacketFilter = Callable[[Iterable[RawPacket]], Iterable[RawPacket]]
 
 
 @dataclass(slots=True)
@@ -53,6 +56,7 @@ def analyze(
     *,
     on_record: OnRecord | None = None,
     stdin: BinaryIO | None = None,
+    packet_filter: PacketFilter | None = None,
 ) -> Analysis:
     """Analyse ``paths`` as one capture; each finished connection goes to ``on_record``."""
     options = options or AnalyzeOptions()
@@ -87,7 +91,8 @@ def analyze(
     thresholds = gc.get_threshold()
     gc.set_threshold(50_000, 20, 100)
     try:
-        result.packets, result.tcp_packets = table.run(captures, skipped)
+        packets = captures if packet_filter is None else packet_filter(captures)
+        result.packets, result.tcp_packets = table.run(packets, skipped)
         table.close()
     finally:
         gc.set_threshold(*thresholds)

@@ -80,19 +80,21 @@ def _open_offsets(targets: dict[str, int]) -> dict[str, int] | None:
 
 
 class _ReadWatch:
-    """Bytes read so far of the input files: open ones by offset, closed ones whole."""
+    """Bytes read so far of the input files, over every pass: an open file by its offset, a
+    file seen open and then closed by its whole size (a reopened file starts its next pass)."""
 
     def __init__(self, sizes: dict[str, int]) -> None:
         self.sizes = sizes
-        self.seen: set[str] = set()
+        self.open_before: set[str] = set()
+        self.passes_done = 0  # bytes of the passes over files that have closed
 
     def bytes_read(self) -> int | None:
         offsets = _open_offsets(self.sizes)
         if offsets is None:
             return None
-        done = sum(self.sizes[p] for p in self.seen - offsets.keys())
-        self.seen |= offsets.keys()
-        return done + sum(min(pos, self.sizes[p]) for p, pos in offsets.items())
+        self.passes_done += sum(self.sizes[p] for p in self.open_before - offsets.keys())
+        self.open_before = set(offsets)
+        return self.passes_done + sum(min(pos, self.sizes[p]) for p, pos in offsets.items())
 
 
 def _progress(columns: tuple[ProgressColumn, ...]) -> Progress:
@@ -113,16 +115,19 @@ def _progress(columns: tuple[ProgressColumn, ...]) -> Progress:
 
 
 @contextmanager
-def reading(paths: Sequence[str], description: str = "reading") -> Iterator[None]:
-    """A bar of the bytes read of ``paths`` while the body runs (nothing when not a terminal)."""
-    if not stderr_is_terminal():
+def reading(
+    paths: Sequence[str], description: str = "reading", *, passes: int = 1
+) -> Iterator[None]:
+    """A bar of the bytes read of ``paths`` while the body runs, each file read ``passes``
+    times (nothing when not a terminal, or without paths)."""
+    if not paths or not stderr_is_terminal():
         yield
         return
     from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeElapsedColumn
 
     sizes = _regular_sizes(paths)
     watch = _ReadWatch(sizes)
-    total = sum(sizes.values()) or None
+    total = passes * sum(sizes.values()) or None
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn())
     stop = threading.Event()
     with _progress(columns) as bar:
@@ -132,7 +137,7 @@ def reading(paths: Sequence[str], description: str = "reading") -> Iterator[None
             while not stop.wait(POLL_S):
                 done = watch.bytes_read()
                 if done is not None:
-                    bar.update(task, completed=done)
+                    bar.update(task, completed=min(done, total or done))
 
         poller = threading.Thread(target=poll, name="wireprobe-progress", daemon=True)
         poller.start()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from analyzer.accounting import MessageState, message_fields, new_row
+from analyzer.communityid import community_id
 from analyzer.events import (
     CONTROL,
     LAYER_NAMES,
@@ -20,6 +21,7 @@ from analyzer.events import (
     UNDECODED,
 )
 from analyzer.flows import Connection
+from analyzer.latency import ConnectionLatency, LatencySketch, Stats, answer_latencies
 from analyzer.packets import format_endpoint
 from analyzer.roundtrips import message_round_trips, setup_round_trips
 
@@ -89,8 +91,10 @@ def connection_records(conn: Connection) -> tuple[Record, Iterator[Record]]:
     bound = first if first is not None else ledger.setup_hint
     setup_trips = setup_round_trips(conn.tcp_handshake, ledger.turns, bound)
     decoded = _messages_decoded(conn, count)
+    latency = _latency(conn, live)
     record: Record = {
         "id": conn.id,
+        "community_id": community_id(conn.orig, conn.resp),
         "orig": format_endpoint(*conn.orig),
         "resp": format_endpoint(*conn.resp),
         "protocol": ledger.protocol,
@@ -117,9 +121,21 @@ def connection_records(conn: Connection) -> tuple[Record, Iterator[Record]]:
         "handshake_rtt_s": _handshake_rtt(conn),
         "time_to_first_message_s": _time_to_first_message(conn),
         "closed": "rst" if conn.rst else ("fin" if all(conn.fin) else "open"),
+        "latency": latency.first.stats(),
+        "latency_last_byte": latency.last.stats(),
+        "latency_sketch": latency.to_json(),
         "anomalies": _anomalies(conn),
     }
     return record, _message_records(conn, live, trips, share)
+
+
+def _latency(conn: Connection, live: list[MessageState]) -> ConnectionLatency:
+    """The connection's latency sketches: the retired messages' plus the live ones'."""
+    out = ConnectionLatency()
+    out.merge(conn.ledger.retired_latency)
+    for state in live:
+        out.add(state.start_ts, state.answered_ts, state.end_ts)
+    return out
 
 
 def _message_records(
@@ -131,11 +147,14 @@ def _message_records(
     fresh = (message_fields(state, ledger.rows.get(state.message, new_row())) for state in live)
     for fields in itertools.chain(retired, fresh):
         index = fields["index"]
+        first, last = answer_latencies(fields["start_ts"], fields["answer_ts"], fields["end_ts"])
         yield {
             "connection": conn.id,
             **fields,
             "round_trips": trips[index] if index < len(trips) else 0.0,
             "loaded_bytes": fields["marginal_bytes"] + share,
+            "latency_s": first,
+            "latency_last_byte_s": last,
         }
 
 
@@ -170,17 +189,43 @@ class _ProtocolTotals:
     round_trips: float = 0.0
     setup_bytes: int = 0
     setup_round_trips: int = 0
+    #: answered messages' latencies, and the TCP handshakes' round-trip times (seconds)
+    latency: ConnectionLatency = field(default_factory=ConnectionLatency)
+    handshake_rtt: LatencySketch = field(default_factory=LatencySketch)
+
+    def merge(self, other: _ProtocolTotals) -> None:
+        """Add ``other``'s figures (another shard's totals of the same protocol)."""
+        for name in self.__slots__:
+            mine = getattr(self, name)
+            if isinstance(mine, ConnectionLatency | LatencySketch):
+                mine.merge(getattr(other, name))
+            else:
+                setattr(self, name, mine + getattr(other, name))
+
+
+def _stats_or_none(sketch: LatencySketch) -> Stats | None:
+    return sketch.stats() if sketch.count else None
 
 
 @dataclass(slots=True)
 class Summary:
-    """Per-protocol totals, folded one connection at a time."""
+    """Per-protocol totals, folded one connection at a time (or merged from shards' summaries)."""
 
     totals: dict[str, _ProtocolTotals] = field(default_factory=dict)
+
+    def merge(self, other: Summary) -> None:
+        """Fold in another summary: the figures of both runs' connections, as if one run."""
+        for protocol, theirs in other.totals.items():
+            self.totals.setdefault(protocol, _ProtocolTotals()).merge(theirs)
 
     def add(self, record: Record) -> None:
         t = self.totals.setdefault(record["protocol"], _ProtocolTotals())
         t.connections += 1
+        sketch = record.get("latency_sketch")
+        if sketch is not None:
+            t.latency.merge(ConnectionLatency.from_json(sketch))
+        if record.get("handshake_rtt_s") is not None:
+            t.handshake_rtt.add(record["handshake_rtt_s"])
         t.tcp_handshakes += int(record["tcp_handshake"])
         tls = record["tls"]
         handshakes = int(record["tcp_handshake"])
@@ -235,6 +280,9 @@ class Summary:
                 "loaded_bytes_per_message": (t.loaded_bytes / n) if n else None,
                 "round_trips_per_message": (t.round_trips / n) if n else None,
                 "handshakes_per_message": (t.message_handshakes / n) if n else None,
+                "latency": _stats_or_none(t.latency.first),
+                "latency_last_byte": _stats_or_none(t.latency.last),
+                "tcp_handshake_rtt": _stats_or_none(t.handshake_rtt),
             }
         return out
 

@@ -149,7 +149,7 @@ def test_expected_counts_follow_reuse_and_concurrency() -> None:
         ({"protocol": "amqp", "concurrency": 4}, "--concurrency"),
         ({"amqp_mode": "publish"}, "--amqp-mode"),
         ({"protocol": "amqp", "amqp_mode": "confirm-async"}, "--amqp-mode"),
-        ({"protocol": "amqp", "tls": "1.3"}, "TLS terminator"),
+        ({"protocol": "amqp", "tls": "1.3", "mtu": 1500}, "TLS terminator"),
         ({"mtu": 9000}, "--mtu"),
         ({"keylog": Path("k.keys")}, "--keylog"),
     ],
@@ -228,6 +228,15 @@ LIVE_SCENARIOS: dict[str, dict[str, Any]] = {
         "messages": 4,
         "per_connection": 2,
     },
+    # AMQP over TLS: the broker behind the run's TLS terminator (analyzer.live.tlsrelay).
+    "amqp-tls13-confirm": {
+        "protocol": "amqp",
+        "tls": "1.3",
+        "amqp_mode": "confirm",
+        "messages": 4,
+        "per_connection": 2,
+    },
+    "amqp-tls12-consume": {"protocol": "amqp", "tls": "1.2", "amqp_mode": "consume", "messages": 3},
 }
 
 

@@ -14,8 +14,11 @@ from typing import Any
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from analyzer.compare.endtoend import path_figures
 from analyzer.compare.matrix import BASE_MODE, CompareResult, Measurement
+from analyzer.compare.timing import NETWORKS, time_s
 
 PROTOCOL_NAMES = {"http1": "HTTP/1.1", "http2": "HTTP/2", "amqp": "AMQP 0-9-1"}
 #: One colour per protocol on every chart (matplotlib's default cycle, colour-blind safe order).
@@ -43,7 +46,16 @@ SHARE_COLOURS = {
 #: Pixels per inch of the PNGs: 100 keeps each chart around 100 KB and sharp on a slide.
 PNG_DPI = 100
 SVG_HASH_SALT = "wireprobe"
-CHART_NAMES = ("loaded-bytes", "round-trips", "layer-shares", "payload-efficiency")
+CHART_NAMES = (
+    "loaded-bytes",
+    "latency",
+    "paths",
+    "round-trips",
+    "layer-shares",
+    "payload-efficiency",
+)
+#: Colours of a path's legs, first to fourth (a message crosses at most four here).
+LEG_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,7 +69,7 @@ class Series:
     y: tuple[float, ...]
     #: sub-plot the series belongs to ("" for single-panel charts)
     panel: str = ""
-    #: "line", "asymptote" (dashed), "bar" or "stack"
+    #: "line", "asymptote" (dashed), "bar", "stack" (shares) or "legs" (a path's legs, bytes)
     style: str = "line"
     #: protocol or layer the colour comes from
     key: str = ""
@@ -73,12 +85,18 @@ class ChartData:
     ylabel: str
     series: tuple[Series, ...]
     log_x: bool = False
+    #: panels share the y axis (off where each panel has its own scale: one per network)
+    share_y: bool = True
+    #: a logarithmic y axis (times that span three orders of magnitude)
+    log_y: bool = False
 
 
 def chart_data(result: CompareResult) -> dict[str, ChartData]:
     """The figures behind every chart of the run, read from the analyses."""
     return {
         "loaded-bytes": loaded_bytes_chart(result),
+        "latency": latency_chart(result),
+        "paths": paths_chart(result),
         "round-trips": round_trips_chart(result),
         "layer-shares": layer_shares_chart(result),
         "payload-efficiency": payload_efficiency_chart(result),
@@ -123,6 +141,83 @@ def loaded_bytes_chart(result: CompareResult) -> ChartData:
         ylabel="loaded bytes per message",
         series=tuple(series),
         log_x=True,
+    )
+
+
+def latency_chart(result: CompareResult) -> ChartData:
+    """Time per message against messages per connection, one panel per stated network
+    (``analyzer.compare.timing``): where connection reuse dominates and where it stops mattering.
+    """
+    series: list[Series] = []
+    tls_settings = [
+        t for t in ("1.3", "1.2", "off") if any(c.tls == t for c in result.matrix.reuse)
+    ]
+    shown = tls_settings[:1] + (["off"] if tls_settings[:1] != ["off"] else [])
+    for network in NETWORKS:
+        panel = f"{network.name}: RTT {network.rtt_ms:g} ms"
+        for tls in shown:
+            for protocol in dict.fromkeys(c.protocol for c in result.matrix.reuse):
+                points = sorted(
+                    (c.per_connection, result.of(c))
+                    for c in result.matrix.reuse
+                    if c.tls == tls and c.protocol == protocol
+                )
+                if not points:
+                    continue
+                times = tuple(
+                    1000
+                    * time_s(
+                        float(m.summary["round_trips_per_message"]),
+                        float(m.summary["loaded_bytes_per_message"]),
+                        network,
+                    )
+                    for _, m in points
+                )
+                series.append(
+                    Series(
+                        label=f"{PROTOCOL_NAMES[protocol]} {TLS_NAMES[tls]}",
+                        x=tuple(k for k, _ in points),
+                        y=times,
+                        panel=panel,
+                        style="line" if tls == shown[0] else "asymptote",
+                        key=protocol,
+                    )
+                )
+    return ChartData(
+        name="latency",
+        title="Time per message as connections are reused, at three network RTTs "
+        f"({NETWORKS[0].bandwidth_bits_per_s / 1e9:g} Gbit/s)",
+        xlabel="messages per connection",
+        ylabel="ms per message (one sender)",
+        series=tuple(series),
+        log_x=True,
+        share_y=False,
+    )
+
+
+def paths_chart(result: CompareResult) -> ChartData:
+    """Wire bytes of one message from sender to receiver, leg by leg (cleartext, open
+    connections): the whole path, not the first hop."""
+    paths = [p for p in path_figures(result) if p.case.tls == "off"]
+    names = tuple(p.case.path.name for p in paths)
+    most = max((len(p.legs) for p in paths), default=0)
+    series = tuple(
+        Series(
+            label=f"leg {i + 1}",
+            x=names,
+            y=tuple(p.legs[i].figures["marginal_bytes"] if i < len(p.legs) else 0.0 for p in paths),
+            style="legs",
+            key=str(i),
+        )
+        for i in range(most)
+    )
+    payload = paths[0].case.payload if paths else result.options.reference_payload
+    return ChartData(
+        name="paths",
+        title=f"Bytes per message, every leg of its path ({payload} B body, cleartext)",
+        xlabel="marginal wire bytes per message, legs added",
+        ylabel="",
+        series=series,
     )
 
 
@@ -259,6 +354,10 @@ def draw(data: ChartData) -> Rendered:
 
 def _kind(data: ChartData) -> str:
     styles = {s.style for s in data.series}
+    if not data.series:
+        return "empty"
+    if "legs" in styles:
+        return "legs"
     if "stack" in styles:
         return "stack"
     if "bar" in styles:
@@ -266,20 +365,38 @@ def _kind(data: ChartData) -> str:
     return "panels" if any(s.panel for s in data.series) else "lines"
 
 
+def _plain_numbers(axis: Any) -> None:
+    """Ticks of a log axis as plain numbers (1, 10, 100), not powers of ten."""
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _draw_panels(data: ChartData) -> Figure:
     panels = list(dict.fromkeys(s.panel for s in data.series))
-    figure = Figure(figsize=(4.2 * len(panels) + 1, 4.8), layout="constrained")
-    axes = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    figure = Figure(figsize=(4.2 * len(panels) + 1, 5.4), layout="constrained")
+    axes = figure.subplots(1, len(panels), sharey=data.share_y, squeeze=False)[0]
     for ax, panel in zip(axes, panels, strict=True):
         for s in (s for s in data.series if s.panel == panel):
             _plot_line(ax, s)
         ax.set_title(panel)
         ax.set_xscale("log")
+        _plain_numbers(ax.xaxis)
+        if data.log_y:
+            ax.set_yscale("log")
+            _plain_numbers(ax.yaxis)
         ax.set_xlabel(data.xlabel)
         ax.grid(True, which="both", alpha=0.3)
+        if not data.share_y:
+            ax.set_ylabel(data.ylabel)
     axes[0].set_ylabel(data.ylabel)
-    axes[0].set_ylim(bottom=0)
-    axes[-1].legend(fontsize="small")
+    if not data.log_y:
+        axes[0].set_ylim(bottom=0)
+    # One legend for all panels, below them: every panel has the same series, and a legend
+    # inside one panel would cover its lines.
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(
+        handles, labels, loc="outside lower center", ncols=min(len(labels), 6), fontsize="small"
+    )
     figure.suptitle(data.title)
     return figure
 
@@ -301,6 +418,7 @@ def _draw_lines(data: ChartData) -> Figure:
         # A 0-byte payload has no place on a log axis; symlog keeps it at the origin.
         positive = all(x > 0 for s in data.series for x in s.x)
         ax.set_xscale("log" if positive else "symlog")
+        _plain_numbers(ax.xaxis)
     ax.set_ylim(0, 1)
     _label(ax, figure, data)
     return figure
@@ -336,6 +454,45 @@ def _draw_stack(data: ChartData) -> Figure:
     return figure
 
 
+def _draw_legs(data: ChartData) -> Figure:
+    """Horizontal bars, one per path, its legs stacked left to right with the total at the end."""
+    categories = data.series[0].x
+    figure = Figure(figsize=(10, 0.55 * len(categories) + 2), layout="constrained")
+    ax = figure.subplots()
+    lefts = [0.0] * len(categories)
+    for s in data.series:
+        colour = LEG_COLOURS[int(s.key) % len(LEG_COLOURS)]
+        ax.barh(categories, s.y, left=lefts, label=s.label, color=colour)
+        lefts = [left + y for left, y in zip(lefts, s.y, strict=True)]
+    for i, total in enumerate(lefts):
+        ax.annotate(
+            f"{total:.0f} B",
+            (total, i),
+            xytext=(4, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize="small",
+        )
+    ax.invert_yaxis()  # the table's order, top to bottom
+    ax.set_xlim(0, max(lefts, default=1) * 1.15)
+    ax.set_xlabel(data.xlabel)
+    # Beside the bars: inside, it would cover the longest path's total.
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(True, axis="x", alpha=0.3)
+    figure.suptitle(data.title)
+    return figure
+
+
+def _draw_empty(data: ChartData) -> Figure:
+    """A chart with no case measured (a live run without them) says so instead of failing."""
+    figure = Figure(figsize=(8, 2), layout="constrained")
+    ax = figure.subplots()
+    ax.axis("off")
+    ax.text(0.5, 0.5, "no case of this chart was measured in this run", ha="center", va="center")
+    figure.suptitle(data.title)
+    return figure
+
+
 def _label(ax: Any, figure: Figure, data: ChartData) -> None:
     ax.set_xlabel(data.xlabel)
     ax.set_ylabel(data.ylabel)
@@ -345,6 +502,8 @@ def _label(ax: Any, figure: Figure, data: ChartData) -> None:
 
 
 DRAWERS = {
+    "empty": _draw_empty,
+    "legs": _draw_legs,
     "panels": _draw_panels,
     "lines": _draw_lines,
     "bar": _draw_bars,

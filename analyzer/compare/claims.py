@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from analyzer.compare.endtoend import PathFigures, overhead_bytes, path_figures
 from analyzer.compare.matrix import Case, CompareResult, Measurement
+from analyzer.compare.paths import PATTERNS
 
 TRUE, FALSE, PARTLY, NOT_SHOWN = "true", "false", "partly true", "not shown"
 
@@ -58,6 +60,8 @@ class Claim:
     #: one sentence saying what the figures show
     explanation: str
     figures: tuple[Figure, ...]
+    #: the measured case that would turn the verdict, with the figure it would need
+    flips_if: str = ""
 
 
 def claims(result: CompareResult) -> list[Claim]:
@@ -81,14 +85,17 @@ def _tcp_handshakes_per_message(m: Measurement) -> float:
 
 def _overhead_per_message(m: Measurement) -> float:
     """Marginal bytes that are not payload: what the protocol stack adds to each message."""
-    summary = m.summary
-    payload = float(summary["payload_bytes"]) / max(1, int(summary["messages"]))
-    return float(summary["marginal_bytes_per_message"]) - payload
+    return overhead_bytes(m.summary)
 
 
-def _reference(result: CompareResult, protocol: str, tls: str, *, reused: bool) -> Measurement:
-    """The reuse-curve case of ``protocol`` at the fewest or most messages per connection."""
+def _reference(
+    result: CompareResult, protocol: str, tls: str, *, reused: bool
+) -> Measurement | None:
+    """The reuse-curve case of ``protocol`` at the fewest or most messages per connection
+    (None when the run has none: a live run without that protocol or TLS setting)."""
     cases = [c for c in result.matrix.reuse if c.protocol == protocol and c.tls == tls]
+    if not cases:
+        return None
     pick = max if reused else min
     return result.of(pick(cases, key=lambda c: c.per_connection))
 
@@ -105,10 +112,12 @@ def _fig(label: str, value: float, unit: str) -> Figure:
     return Figure(label=label, value=value, unit=unit)
 
 
-def _strongest_tls(result: CompareResult) -> str:
-    """The most expensive setting measured (TLS 1.3 over 1.2 over cleartext) shows most."""
+def _strongest_tls(result: CompareResult, protocols: tuple[str, ...] = ()) -> str:
+    """The most expensive setting measured (TLS 1.3 over 1.2 over cleartext) shows most; with
+    ``protocols``, the strongest one measured for all of them."""
     for tls in ("1.3", "1.2", "off"):
-        if any(c.tls == tls for c in result.matrix.reuse):
+        measured = {c.protocol for c in result.matrix.reuse if c.tls == tls}
+        if measured and set(protocols) <= measured:
             return tls
     return "off"
 
@@ -126,10 +135,10 @@ def http_pays_handshakes_per_request(result: CompareResult) -> Claim:
     figures: list[Figure] = []
     tls = _strongest_tls(result)
     for protocol in ("http1", "http2"):
-        if not any(c.protocol == protocol for c in result.matrix.reuse):
-            continue
         for reused in (False, True):
             m = _reference(result, protocol, tls, reused=reused)
+            if m is None:
+                continue
             name = _case_name(m)
             figures.append(_fig(f"{name}: handshakes", _handshakes_per_message(m), "/msg"))
             loaded = float(m.summary["loaded_bytes_per_message"])
@@ -139,6 +148,11 @@ def http_pays_handshakes_per_request(result: CompareResult) -> Claim:
     # Rule: one HTTP connection that carried many messages refutes "cannot keep a connection
     # open"; the claim holds only if every HTTP connection measured carried a single message.
     best = min(_tcp_handshakes_per_message(m) for m in http)
+    fresh = max(_tcp_handshakes_per_message(m) for m in http)
+    flips = (
+        "true if every HTTP client opened a connection per request, as the 1-message-per-"
+        f"connection cases do ({fresh:.2f} TCP handshakes per message)"
+    )
     if best <= REUSED_HANDSHAKES_PER_MESSAGE:
         verdict = FALSE
         why = (
@@ -159,6 +173,7 @@ def http_pays_handshakes_per_request(result: CompareResult) -> Claim:
         rule=RULE_1,
         explanation=why,
         figures=tuple(figures),
+        flips_if=flips if verdict != TRUE else "false once one HTTP client reuses a connection",
     )
 
 
@@ -171,48 +186,68 @@ RULE_1 = (
 # -- claim 2 --------------------------------------------------------------------------------
 
 
+def _cheapest(paths: list[PathFigures]) -> PathFigures:
+    return min(paths, key=lambda p: p.total["marginal_bytes"])
+
+
 def queue_protocol_is_lighter(result: CompareResult) -> Claim:
-    """ "Message queues use a lighter protocol than HTTP"."""
+    """ "Message queues use a lighter protocol than HTTP", end to end."""
     key = "queue-lighter"
-    reference = result.options.reference_payload
-    one_connection = {
-        c.protocol: result.of(c) for c in result.matrix.payload if c.payload == reference
-    }
-    amqp = one_connection.get("amqp")
-    https = [one_connection[p] for p in ("http1", "http2") if p in one_connection]
-    if amqp is None or not https:
-        return _not_shown(key, CLAIM_TEXT[key], RULE_2)
-    # Rule: compare what each protocol adds to a message beyond its payload (framing, TCP/IP
-    # headers, pure ACKs) on an open cleartext connection, AMQP with confirms against HTTP's
-    # request/response: both tell the sender its message arrived.  Lighter needs a margin.
-    queue = _overhead_per_message(amqp)
-    figures = [_fig("AMQP with confirms: overhead", queue, "B/msg")]
-    lighter_than: list[str] = []
-    heavier_than: list[str] = []
-    for m in https:
-        other = _overhead_per_message(m)
-        figures.append(_fig(f"{NAMES[m.case.protocol]} request/response: overhead", other, "B/msg"))
-        name = NAMES[m.case.protocol]
-        if queue <= LIGHTER_RATIO * other:
-            lighter_than.append(name)
-        elif other <= LIGHTER_RATIO * queue:
-            heavier_than.append(name)
-    publish = [result.of(c) for c in result.matrix.modes if c.mode == "amqp publish"]
-    if publish:
+    # Rule: compare what the network carries for one message from sender to receiver, every leg
+    # added (a queued message crosses producer->broker and broker->consumer), in clear on open
+    # connections, each pattern against the direct HTTP paths of the same pattern.
+    measured = [p for p in path_figures(result) if p.case.tls == "off"]
+    figures: list[Figure] = []
+    lighter: list[str] = []
+    heavier: list[str] = []
+    flips: list[str] = []
+    for pattern in PATTERNS:
+        queue = [
+            p for p in measured if p.case.path.pattern == pattern and p.case.path.family == "queue"
+        ]
+        http = [
+            p for p in measured if p.case.path.pattern == pattern and p.case.path.family == "http"
+        ]
+        if not queue or not http:
+            continue
+        amqp = _cheapest(queue)
+        cost = amqp.total["marginal_bytes"]
+        figures.append(_fig(f"{amqp.case.path.name}, {len(amqp.legs)} legs", cost, "B/msg"))
+        first = amqp.legs[0]
         figures.append(
-            _fig("AMQP publish, no confirm: overhead", _overhead_per_message(publish[0]), "B/msg")
+            _fig(
+                f"  its first leg alone ({first.leg.label})",
+                first.figures["marginal_bytes"],
+                "B/msg",
+            )
         )
-    if len(lighter_than) == len(https):
+        for p in http:
+            other = p.total["marginal_bytes"]
+            figures.append(_fig(f"{p.case.path.name}, {len(p.legs)} leg(s)", other, "B/msg"))
+            if len(p.legs) > 1:
+                continue  # the proxied paths are shown for balance, not judged on
+            versus = f"{p.case.path.name} ({pattern})"
+            if cost <= LIGHTER_RATIO * other:
+                lighter.append(versus)
+            elif other <= LIGHTER_RATIO * cost:
+                heavier.append(versus)
+            flips.append(
+                f"{versus}: AMQP would need <= {LIGHTER_RATIO * other:.0f} B/msg "
+                f"(now {cost:.0f}) to be lighter"
+            )
+    if not flips:
+        return _not_shown(key, CLAIM_TEXT[key], RULE_2)
+    if len(lighter) == len(flips):  # ``flips`` has one entry per direct HTTP path judged
         verdict = TRUE
-    elif not lighter_than:
+    elif not lighter:
         verdict = FALSE
     else:
         verdict = PARTLY
     why = (
-        f"AMQP with confirms adds {queue:.0f} bytes per message beyond the payload; lighter than "
-        f"{', '.join(lighter_than) or 'no HTTP version'}"
-        + (f", heavier than {', '.join(heavier_than)}" if heavier_than else "")
-        + "."
+        "End to end, the queued message crosses the network twice (four times for an RPC), its "
+        f"body each time; lighter than {', '.join(lighter) or 'no direct HTTP path'}"
+        + (f"; heavier than {', '.join(heavier)}" if heavier else "")
+        + ". Per leg the framing is close (compare the first leg alone)."
     )
     return Claim(
         key=key,
@@ -221,13 +256,16 @@ def queue_protocol_is_lighter(result: CompareResult) -> Claim:
         rule=RULE_2,
         explanation=why,
         figures=tuple(figures),
+        flips_if="; ".join(flips),
     )
 
 
 RULE_2 = (
-    "per-message overhead (marginal bytes minus payload) on one cleartext connection, AMQP with "
-    f"confirms against each HTTP version; lighter means <= {LIGHTER_RATIO:g}x the other's: true "
-    "when lighter than every HTTP version, false when lighter than none, partly otherwise"
+    "wire bytes per message from sender to receiver, every leg added (marginal cost, cleartext, "
+    "open connections): the cheapest AMQP path of each pattern (one-way notification, "
+    "request/reply) against each direct HTTP path of the same pattern; lighter means <= "
+    f"{LIGHTER_RATIO:g}x the other's: true when lighter than every one, false when lighter "
+    "than none, partly otherwise"
 )
 
 
@@ -288,6 +326,11 @@ def queue_pays_handshakes_once(result: CompareResult) -> Claim:
         rule=RULE_3,
         explanation=why,
         figures=tuple(figures),
+        flips_if=(
+            "false if an AMQP connection paid a second handshake (a reconnect, TLS "
+            "renegotiation); the AMQP connections measured paid "
+            f"{tcp:g} TCP and {tls:g} TLS handshakes each"
+        ),
     )
 
 
@@ -299,6 +342,17 @@ RULE_3 = (
 
 # -- claim 4 --------------------------------------------------------------------------------
 
+#: Which HTTP/1.1 clients pipeline: the reason the verdict does not rest on pipelining.
+PIPELINING_NOTE = (
+    "HTTP/1.1 pipelining also shares waits, but clients rarely use it: browsers ship it "
+    "disabled or removed (Chrome, Firefox since 54), curl removed it in 7.65, and Python's "
+    "requests and httpx, Go's net/http and Java's HttpClient never pipeline"
+)
+
+
+def _mode(modes: list[Measurement], name: str) -> Measurement | None:
+    return next((m for m in modes if m.case.mode.startswith(name)), None)
+
 
 def http_costs_round_trip_each(result: CompareResult) -> Claim:
     """ "HTTP is synchronous, so each message costs a round trip"."""
@@ -307,25 +361,51 @@ def http_costs_round_trip_each(result: CompareResult) -> Claim:
     http = [m for m in modes if m.case.protocol != "amqp"]
     if not http:
         return _not_shown(key, CLAIM_TEXT[key], RULE_4)
-    figures = [_fig(f"{m.case.mode}: round trips", m.message_round_trips, "/msg") for m in modes]
+    # Lead with HTTP/2: its streams are concurrent by design and every HTTP/2 client uses them;
+    # pipelining is quoted after it, as the weaker case.
+    order = [_mode(http, "http2 multiplexed"), _mode(http, "http1 pipelined")]
+    order += [m for m in http if m not in order]
+    ranked = [m for m in order if m is not None]
+    figures = [
+        _fig(f"{m.case.mode}: round trips (setup excluded)", m.message_round_trips, "/msg")
+        for m in ranked + [m for m in modes if m.case.protocol == "amqp"]
+    ]
     # Rule: the round trips the messages themselves cost (setup left out).  One HTTP mode that
     # shares its waits among several messages refutes "each message costs a round trip".
-    fastest = min(http, key=lambda m: m.message_round_trips)
+    fastest = min(ranked, key=lambda m: (m.message_round_trips, m.case.protocol != "http2"))
     low = fastest.message_round_trips
+    waiting = [m.case.mode for m in http if m.message_round_trips >= SYNC_ROUND_TRIPS]
+    multiplexed = _mode(http, "http2 multiplexed")
     if low <= ASYNC_ROUND_TRIPS:
         verdict = FALSE
-        waiting = [m.case.mode for m in http if m.message_round_trips >= SYNC_ROUND_TRIPS]
-        why = (
-            f"{fastest.case.mode} costs {low:.3f} round trips per message; HTTP waits a round "
-            "trip per message only when the client waits for each answer"
-            + (f" ({', '.join(waiting)})." if waiting else ".")
+        lead = (
+            multiplexed
+            if multiplexed and multiplexed.message_round_trips <= ASYNC_ROUND_TRIPS
+            else fastest
         )
+        why = (
+            f"{lead.case.mode} costs {lead.message_round_trips:.3f} round trips per message: "
+            "HTTP/2 keeps several requests in flight on one connection. HTTP waits a round "
+            "trip per message only when the client waits for each answer"
+            + (f" ({', '.join(waiting)})" if waiting else "")
+            + f". {PIPELINING_NOTE}."
+        )
+        flips = (
+            "true if no client kept two requests in flight: every HTTP mode would then cost "
+            f">= {SYNC_ROUND_TRIPS} round trips per message, as request/response does"
+        )
+        if lead.case.protocol != "http2":
+            why += " This run has no HTTP/2 multiplexing case: the verdict rests on pipelining."
     elif low >= SYNC_ROUND_TRIPS:
         verdict = TRUE
         why = f"Every HTTP mode measured waited {low:.2f} round trips or more per message."
+        flips = (
+            f"false with a case keeping several HTTP/2 streams in flight (<= {ASYNC_ROUND_TRIPS})"
+        )
     else:
         verdict = PARTLY
         why = f"HTTP shared some waits: {low:.2f} round trips per message at best."
+        flips = f"false at <= {ASYNC_ROUND_TRIPS} round trips per message"
     return Claim(
         key=key,
         text=CLAIM_TEXT[key],
@@ -333,12 +413,14 @@ def http_costs_round_trip_each(result: CompareResult) -> Claim:
         rule=RULE_4,
         explanation=why,
         figures=tuple(figures),
+        flips_if=flips,
     )
 
 
 RULE_4 = (
-    f"false when some HTTP mode costs <= {ASYNC_ROUND_TRIPS} message round trips per message; "
-    f"true when every HTTP mode costs >= {SYNC_ROUND_TRIPS}; partly otherwise"
+    f"false when some HTTP mode costs <= {ASYNC_ROUND_TRIPS} round trips per message (setup "
+    f"excluded), HTTP/2 multiplexing quoted first; true when every HTTP mode costs >= "
+    f"{SYNC_ROUND_TRIPS}; partly otherwise"
 )
 
 
@@ -374,11 +456,12 @@ CLAIMS: tuple[Callable[[CompareResult], Claim], ...] = (
 def headlines(result: CompareResult) -> list[str]:
     """The run in a few sentences, each from its figures: what reuse saves, who is cheapest."""
     lines = []
-    tls = _strongest_tls(result)
+    # The strongest setting every protocol of the run has (a live run may lack AMQP over TLS).
+    tls = _strongest_tls(result, tuple(dict.fromkeys(c.protocol for c in result.matrix.reuse)))
     for protocol in dict.fromkeys(c.protocol for c in result.matrix.reuse):
         fresh = _reference(result, protocol, tls, reused=False)
         reused = _reference(result, protocol, tls, reused=True)
-        if fresh.case == reused.case:
+        if fresh is None or reused is None or fresh.case == reused.case:
             continue
         before = float(fresh.summary["loaded_bytes_per_message"])
         after = float(reused.summary["loaded_bytes_per_message"])

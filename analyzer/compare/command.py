@@ -6,12 +6,17 @@ The edge of the compare package: the only module here that writes files or print
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 
+from analyzer.compare.charts import chart_data
 from analyzer.compare.claims import Claim, claims, headlines
+from analyzer.compare.export import chart_csv, matrix_json
 from analyzer.compare.matrix import (
     DEFAULT_MESSAGES,
     DEFAULT_PAYLOADS,
@@ -78,22 +83,55 @@ def check_output_dir(output_dir: Path, force: bool) -> None:
         raise UsageError(f"{output_dir} is not empty (use --force to overwrite)")
 
 
+#: Prefix of the folder a report is written into before it is moved into place; one left
+#: behind means a run was killed while writing (it never shadows a finished report).
+STAGING_PREFIX = ".wireprobe-report-partial-"
+
+
 def write_report(
     result: CompareResult, verdicts: tuple[Claim, ...], output_dir: Path
 ) -> tuple[Path, ...]:
-    """Charts as PNG and SVG, report.md, report.html and claims.md in ``output_dir``."""
-    output_dir.mkdir(parents=True, exist_ok=True)
+    """Charts as PNG, SVG and CSV, report.md, report.html, claims.md and compare.json in
+    ``output_dir``.
+
+    Everything is written into a fresh folder beside ``output_dir`` first and moved into place
+    at the end (one rename when ``output_dir`` is new or empty), so a run that fails or is
+    interrupted leaves no half-written report for the next run to trip over."""
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=output_dir.parent))
+    try:
+        names = _write_files(result, verdicts, staging)
+        _move_into_place(staging, output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already after a rename
+    return tuple(output_dir / name for name in names)
+
+
+def _write_files(result: CompareResult, verdicts: tuple[Claim, ...], folder: Path) -> list[str]:
+    data = chart_data(result)
     rendered = render_charts(result)
     files: list[Path] = []
     for name, chart in rendered.items():
-        files.append(_write(output_dir / f"{name}.png", chart.png))
-        files.append(_write(output_dir / f"{name}.svg", chart.svg.encode()))
-    files.append(_write(output_dir / "report.md", render_markdown(result, verdicts).encode()))
-    files.append(_write(output_dir / "claims.md", claims_markdown(verdicts).encode()))
-    files.append(
-        _write(output_dir / "report.html", render_html(result, verdicts, rendered).encode())
-    )
-    return tuple(files)
+        files.append(_write(folder / f"{name}.png", chart.png))
+        files.append(_write(folder / f"{name}.svg", chart.svg.encode()))
+        files.append(_write(folder / f"{name}.csv", chart_csv(data[name]).encode()))
+    files.append(_write(folder / "compare.json", matrix_json(result, verdicts, data).encode()))
+    files.append(_write(folder / "report.md", render_markdown(result, verdicts).encode()))
+    files.append(_write(folder / "claims.md", claims_markdown(verdicts).encode()))
+    files.append(_write(folder / "report.html", render_html(result, verdicts, rendered).encode()))
+    return [f.name for f in files]
+
+
+def _move_into_place(staging: Path, output_dir: Path) -> None:
+    """A new or empty ``output_dir`` becomes ``staging`` in one rename; a non-empty one (the
+    run was forced) gets each file replaced, keeping files the report does not write."""
+    if output_dir.is_dir() and not any(output_dir.iterdir()):
+        output_dir.rmdir()
+    if not output_dir.exists():
+        staging.rename(output_dir)
+        return
+    for path in sorted(staging.iterdir()):
+        os.replace(path, output_dir / path.name)
 
 
 def _write(path: Path, data: bytes) -> Path:

@@ -18,7 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analyzer.errors import UsageError
+from analyzer.compare.paths import PATHS, Leg
+from analyzer.compare.paths import Path as MessagePath
+from analyzer.errors import UsageError, WireprobeError
+from analyzer.live.options import DEFAULT_AMQP_URL
+from analyzer.synth.http1 import RESPONSE_BODY
 from analyzer.synth.scenario import MAX_PAYLOAD_BYTES, Scenario
 
 PROTOCOLS = ("http1", "http2", "amqp")
@@ -49,6 +53,21 @@ MODES: dict[str, tuple[str, dict[str, Any]]] = {
     "amqp confirm": ("amqp", {"amqp_mode": "confirm"}),
     "amqp confirm-async": ("amqp", {"amqp_mode": "confirm-async"}),
 }
+#: Modes that exist only as legs of a message's whole path (``analyzer.compare.paths``): the
+#: one-way notification over HTTP, the consumer's side of a queue, the four legs of an RPC.
+LEG_MODES: dict[str, tuple[str, dict[str, Any]]] = {
+    "http1 POST 202": ("http1", {"concurrency": 1, "http_status": 202}),
+    "http2 POST 202": ("http2", {"concurrency": 1, "http_status": 202}),
+    "amqp consume": ("amqp", {"amqp_mode": "consume"}),
+    "amqp rpc request publish": ("amqp", {"amqp_mode": "publish", "amqp_properties": "request"}),
+    "amqp rpc request deliver": ("amqp", {"amqp_mode": "consume", "amqp_properties": "request"}),
+    "amqp rpc reply publish": ("amqp", {"amqp_mode": "publish", "amqp_properties": "reply"}),
+    "amqp rpc reply deliver": ("amqp", {"amqp_mode": "consume", "amqp_properties": "reply"}),
+}
+ALL_MODES = MODES | LEG_MODES
+#: A reply carries what the HTTP server answers a call with (the generator's JSON body), so
+#: that an RPC's reply and an HTTP response are the same size.
+REPLY_PAYLOAD = len(RESPONSE_BODY)
 #: The mode of each protocol on the reuse curve and the payload sweep: HTTP's plain call against
 #: a publish the broker confirms, the like-for-like reliable delivery.
 BASE_MODE = {
@@ -76,6 +95,10 @@ class CompareOptions:
     live: bool = False
     #: worker processes; None: one per core
     workers: int | None = None
+    #: measure the whole path of a message (every leg of ``analyzer.compare.paths``)
+    paths: bool = True
+    #: the broker of a live run's AMQP cases
+    amqp_url: str = DEFAULT_AMQP_URL
     seed: int = 0
 
     def validate(self) -> CompareOptions:
@@ -125,7 +148,7 @@ class Case:
 
     @property
     def protocol(self) -> str:
-        return MODES[self.mode][0]
+        return ALL_MODES[self.mode][0]
 
     @property
     def label(self) -> str:
@@ -133,7 +156,7 @@ class Case:
         return f"{self.mode}{tls}, {self.per_connection}/conn, {self.payload} B"
 
     def scenario(self, messages: int, seed: int) -> Scenario:
-        protocol, fields = MODES[self.mode]
+        protocol, fields = ALL_MODES[self.mode]
         return Scenario(
             protocol=protocol,
             tls=self.tls,
@@ -146,6 +169,39 @@ class Case:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PathCase:
+    """One path of ``analyzer.compare.paths`` at one TLS setting, body size and connection
+    length: its legs as cases of the matrix."""
+
+    path: MessagePath
+    tls: str
+    #: body bytes of the message (its reply carries ``REPLY_PAYLOAD``)
+    payload: int
+    #: messages per connection on every leg
+    per_connection: int
+
+    @property
+    def legs(self) -> tuple[tuple[Leg, Case], ...]:
+        return tuple(
+            (
+                leg,
+                Case(
+                    mode=leg.mode,
+                    tls=self.tls,
+                    per_connection=self.per_connection,
+                    payload=REPLY_PAYLOAD if leg.reply else self.payload,
+                ),
+            )
+            for leg in self.path.legs
+        )
+
+    @property
+    def label(self) -> str:
+        tls = "" if self.tls == "off" else f" TLS {self.tls}"
+        return f"{self.path.name}{tls}, {self.per_connection}/conn, {self.payload} B"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Matrix:
     """The cases of each chart; a case shared by several charts is measured once."""
 
@@ -155,10 +211,23 @@ class Matrix:
     payload: tuple[Case, ...]
     #: round trips per message of every mode, cleartext, one connection
     modes: tuple[Case, ...]
+    #: the whole path of a message, every leg, on persistent connections
+    paths: tuple[PathCase, ...] = ()
 
     @property
     def cases(self) -> tuple[Case, ...]:
-        return tuple(dict.fromkeys(self.reuse + self.payload + self.modes))
+        legs = tuple(case for p in self.paths for _, case in p.legs)
+        return tuple(dict.fromkeys(self.reuse + self.payload + self.modes + legs))
+
+    def restricted(self, present: Iterable[Case]) -> Matrix:
+        """The matrix of the cases ``present`` only: a path needs every one of its legs."""
+        keep = set(present)
+        return Matrix(
+            reuse=tuple(c for c in self.reuse if c in keep),
+            payload=tuple(c for c in self.payload if c in keep),
+            modes=tuple(c for c in self.modes if c in keep),
+            paths=tuple(p for p in self.paths if all(c in keep for _, c in p.legs)),
+        )
 
 
 def build_matrix(options: CompareOptions) -> Matrix:
@@ -181,7 +250,27 @@ def build_matrix(options: CompareOptions) -> Matrix:
         for mode, (protocol, _) in MODES.items()
         if protocol in protocols
     )
-    return Matrix(reuse=reuse, payload=payload, modes=modes)
+    return Matrix(reuse=reuse, payload=payload, modes=modes, paths=_paths(options, protocols))
+
+
+def _paths(options: CompareOptions, protocols: list[str]) -> tuple[PathCase, ...]:
+    """Every path whose legs use only the protocols asked for, in clear and at the strongest
+    TLS setting asked for, on persistent connections (the reuse curve shows new ones)."""
+    if not options.paths:
+        return ()
+    strongest = [t for t in ("1.3", "1.2") if t in options.tls][:1]
+    settings = [t for t in ("off", *strongest) if t == "off" or t in options.tls]
+    return tuple(
+        PathCase(
+            path=path,
+            tls=tls,
+            payload=options.reference_payload,
+            per_connection=options.messages,
+        )
+        for tls in settings
+        for path in PATHS
+        if all(ALL_MODES[leg.mode][0] in protocols for leg in path.legs)
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -232,17 +321,51 @@ TRUTH_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class NotRun:
+    """A case of the matrix this run could not measure, and why."""
+
+    case: Case
+    #: one sentence: what is missing or what failed
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CompareResult:
-    """A finished run: its options, matrix, measurements and wall time."""
+    """A finished run: its options, the matrix of the cases measured, their measurements, the
+    cases not run and the wall time.  Claims, charts and tables read only ``matrix``, so a case
+    that did not run is never looked for."""
 
     options: CompareOptions
     matrix: Matrix
     measurements: dict[Case, Measurement] = field(default_factory=dict)
     #: wall time of the run, seconds
     elapsed_s: float = 0.0
+    #: cases of the full matrix that were not measured, in matrix order
+    not_run: tuple[NotRun, ...] = ()
+    #: a live run's cases generated too, to put live and synthetic side by side (empty for a
+    #: synthetic run)
+    synthetic: dict[Case, Measurement] = field(default_factory=dict)
 
     def of(self, case: Case) -> Measurement:
         return self.measurements[case]
+
+    def marginal_bytes(self, case: Case) -> float:
+        """The marginal cost of ``case``'s configuration: measured on its longest connection.
+
+        Marginal is what one more message costs on an open connection, a property of protocol,
+        TLS and payload, not of connection length.  On a one-message TLS connection the
+        request rides in the segment that ends the handshake, whose header bytes are split
+        between setup and message, so its own bytes read lower than in clear; taking every
+        length's marginal from the longest measured connection charges all of them alike (the
+        loaded cost, all bytes over all messages, is the same either way).
+        """
+        same = [
+            c
+            for c in self.measurements
+            if (c.mode, c.tls, c.payload) == (case.mode, case.tls, case.payload)
+        ]
+        longest = max(same, key=lambda c: c.per_connection)
+        return float(self.of(longest).summary["marginal_bytes_per_message"])
 
 
 def run_compare(options: CompareOptions) -> CompareResult:
@@ -250,15 +373,26 @@ def run_compare(options: CompareOptions) -> CompareResult:
     options.validate()
     start = time.perf_counter()
     matrix = build_matrix(options)
+    not_run: list[NotRun] = []
+    synthetic: dict[Case, Measurement] = {}
     if options.live:
-        matrix = live_matrix(matrix)
-        measured = _measure_live(matrix.cases, options)
+        measured = _measure_live(matrix.cases, options, not_run)
+        # The same cases generated: the generator's model held against real peers.
+        ran = [case for case in matrix.cases if case in measured]
+        synthetic = _measure_all(sorted(ran, key=_estimated_cost, reverse=True), options)
     else:
         cases = sorted(matrix.cases, key=_estimated_cost, reverse=True)
         measured = _measure_all(cases, options)
-    ordered = {case: measured[case] for case in matrix.cases}
+    ordered = {case: measured[case] for case in matrix.cases if case in measured}
     elapsed = time.perf_counter() - start
-    return CompareResult(options=options, matrix=matrix, measurements=ordered, elapsed_s=elapsed)
+    return CompareResult(
+        options=options,
+        matrix=matrix.restricted(ordered),
+        measurements=ordered,
+        elapsed_s=elapsed,
+        not_run=tuple(not_run),
+        synthetic={case: synthetic[case] for case in ordered if case in synthetic},
+    )
 
 
 #: ``--live`` drives ``wireprobe capture`` (analyzer.live); a build without it says so.
@@ -266,30 +400,48 @@ LIVE_UNAVAILABLE = (
     "--live needs the live recorder (wireprobe capture, analyzer.live), which this build "
     "does not provide; run without --live for the synthetic comparison"
 )
-#: What the live peers cannot do (issue 6): the broker is spoken to in clear, pika has no
-#: asynchronous confirms, and httpx does not pipeline HTTP/1.1.
+#: What the live peers cannot do (issue 6): pika has no asynchronous confirms, and httpx does
+#: not pipeline HTTP/1.1.
 LIVE_UNSUPPORTED_MODES = ("amqp confirm-async", f"http1 pipelined x{IN_FLIGHT}")
+
+
+#: Why the live peers cannot run a mode, mode by mode.
+LIVE_UNSUPPORTED_REASONS = {
+    "amqp confirm-async": "pika's blocking client has no asynchronous confirms",
+    f"http1 pipelined x{IN_FLIGHT}": "httpx does not pipeline HTTP/1.1",
+    "http1 POST 202": "the live HTTP server answers 200 only",
+    "http2 POST 202": "the live HTTP server answers 200 only",
+    "amqp rpc request publish": "the live AMQP peers do not set reply_to and correlation_id",
+    "amqp rpc request deliver": "the live AMQP peers do not set reply_to and correlation_id",
+    "amqp rpc reply publish": "the live AMQP peers do not set reply_to and correlation_id",
+    "amqp rpc reply deliver": "the live AMQP peers do not set reply_to and correlation_id",
+}
+
+
+def live_unsupported_reason(case: Case) -> str | None:
+    """Why ``wireprobe capture`` cannot run the case between real peers (None: it can).
+    AMQP over TLS runs through the live TLS terminator (``analyzer.live.tlsrelay``)."""
+    return LIVE_UNSUPPORTED_REASONS.get(case.mode)
 
 
 def live_supported(case: Case) -> bool:
     """Whether ``wireprobe capture`` can run the case between real peers."""
-    if case.mode in LIVE_UNSUPPORTED_MODES:
-        return False
-    return not (case.protocol == "amqp" and case.tls != "off")
+    return live_unsupported_reason(case) is None
 
 
 def live_matrix(matrix: Matrix) -> Matrix:
     """The matrix without the cases the live peers cannot run."""
-    return Matrix(
-        reuse=tuple(filter(live_supported, matrix.reuse)),
-        payload=tuple(filter(live_supported, matrix.payload)),
-        modes=tuple(filter(live_supported, matrix.modes)),
-    )
+    return matrix.restricted(filter(live_supported, matrix.cases))
 
 
-def _measure_live(cases: tuple[Case, ...], options: CompareOptions) -> dict[Case, Measurement]:
+def _measure_live(
+    cases: tuple[Case, ...], options: CompareOptions, not_run: list[NotRun]
+) -> dict[Case, Measurement]:
     """One case after another, each in a fresh process: the live peers share the loopback and
-    the broker, and a live run's asyncio loop and sockets stay out of the caller's process."""
+    the broker, and a live run's asyncio loop and sockets stay out of the caller's process.
+
+    A case the peers cannot run, or whose run fails, is appended to ``not_run`` with why; the
+    others go on (a missing broker should not cost the HTTP figures)."""
     try:
         import analyzer.live  # noqa: F401  (only to tell "not built" from a failed run)
     except ImportError as err:
@@ -297,16 +449,25 @@ def _measure_live(cases: tuple[Case, ...], options: CompareOptions) -> dict[Case
     measured = {}
     with ProcessPoolExecutor(max_workers=1) as pool:
         for case in cases:
-            job = pool.submit(measure_live, case, options.messages)
-            measured[case] = job.result()
+            reason = live_unsupported_reason(case)
+            if reason is None:
+                job = pool.submit(measure_live, case, options.messages, options.amqp_url)
+                try:
+                    measured[case] = job.result()
+                    continue
+                except WireprobeError as err:
+                    reason = f"the live run failed: {err}"
+                except Exception as err:  # a peer's or the analyzer's bug: report, go on
+                    reason = f"the live run failed: {type(err).__name__}: {err}"
+            not_run.append(NotRun(case=case, reason=reason))
     return measured
 
 
-def measure_live(case: Case, messages: int) -> Measurement:
+def measure_live(case: Case, messages: int, amqp_url: str = DEFAULT_AMQP_URL) -> Measurement:
     """Record the case between real peers (``wireprobe capture``) and analyse the recording."""
     from analyzer.live import LiveOptions, run_capture
 
-    protocol, fields = MODES[case.mode]
+    protocol, fields = ALL_MODES[case.mode]
     with tempfile.TemporaryDirectory(prefix="wireprobe-compare-live-") as workdir:
         recorded = run_capture(
             LiveOptions(
@@ -315,6 +476,7 @@ def measure_live(case: Case, messages: int) -> Measurement:
                 messages=messages,
                 per_connection=case.per_connection,
                 payload=case.payload,
+                amqp_url=amqp_url,
                 output=Path(workdir) / "case.pcap",
                 **fields,
             )

@@ -22,12 +22,34 @@ from analyzer.compare.charts import (
     short_name,
 )
 from analyzer.compare.claims import Claim, headlines
+from analyzer.compare.endtoend import path_figures
 from analyzer.compare.matrix import CompareResult, Measurement
+from analyzer.compare.sections import (
+    GLOSSARY,
+    HOW_TO_READ,
+    LIVE_COLUMNS,
+    NOT_RUN_COLUMNS,
+    PATH_COLUMNS,
+    TIMING_COLUMNS,
+    live_rows,
+    not_run_rows,
+    path_headline,
+    path_rows,
+    reuse_lines,
+    timing_rows,
+)
+from analyzer.compare.timing import MODEL
 
 CHART_CAPTIONS = {
     "loaded-bytes": "Loaded bytes per message (a message's own bytes plus its share of its "
     "connection's setup, teardown and control) against messages per connection; the dashed line "
     "is the marginal cost, what one more message costs on an open connection.",
+    "latency": "Time per message for one sender, from the counted round trips and loaded bytes, "
+    "at a rack's, a region's and a cross-region RTT (each panel its own scale). Solid: the "
+    "strongest TLS setting measured; dashed: cleartext. " + MODEL,
+    "paths": "Marginal wire bytes of one message along its whole path, each leg in its own "
+    "colour: a queued message is published and then delivered; an RPC over a broker crosses "
+    "four legs; a reverse proxy adds a second hop to an HTTP call.",
     "round-trips": "Round trips on the critical path per message, by protocol and mode.",
     "layer-shares": "Where the wire bytes go: a new connection per message (x1) against one "
     "connection for all messages.",
@@ -41,9 +63,10 @@ CASE_COLUMNS = (
     "payload B",
     "marginal B/msg",
     "loaded B/msg",
+    "overhead B/msg",
     "payload eff.",
-    "RT/msg",
-    "msg RT/msg",
+    "RT/msg (with setup)",
+    "RT/msg (messages only)",
     "handshakes/msg",
 )
 VERDICT_STYLES = {"true": "green", "false": "red", "partly true": "yellow", "not shown": "dim"}
@@ -52,16 +75,21 @@ VERDICT_STYLES = {"true": "green", "false": "red", "partly true": "yellow", "not
 # -- rows -------------------------------------------------------------------------------------
 
 
-def case_row(m: Measurement) -> list[str]:
-    """One case's figures as the analyzer reported them (summary of the case's protocol)."""
+def case_row(result: CompareResult, m: Measurement) -> list[str]:
+    """One case's figures as the analyzer reported them (summary of the case's protocol); the
+    marginal cost is the configuration's (``CompareResult.marginal_bytes``), so a TLS case never
+    reads cheaper than the same case in clear because its first message shared a segment."""
     s = m.summary
+    marginal = result.marginal_bytes(m.case)
+    payload = float(s["payload_bytes"]) / max(1, int(s["messages"]))
     return [
         m.case.mode,
         TLS_NAMES[m.case.tls],
         f"{s['messages_per_connection']:g}",
         str(m.case.payload),
-        f"{s['marginal_bytes_per_message']:.1f}",
+        f"{marginal:.1f}",
         f"{s['loaded_bytes_per_message']:.1f}",
+        f"{marginal - payload:.1f}",
         f"{s['payload_efficiency']:.3f}",
         f"{s['round_trips_per_message']:.3f}",
         f"{m.message_round_trips:.3f}",
@@ -73,7 +101,7 @@ def headline_rows(result: CompareResult) -> list[list[str]]:
     """Protocol against protocol: each protocol and TLS setting, new connection against reused."""
     fewest, most = min(result.options.curve_points), max(result.options.curve_points)
     return [
-        case_row(result.of(case))
+        case_row(result, result.of(case))
         for case in result.matrix.reuse
         if case.per_connection in (fewest, most)
     ]
@@ -99,13 +127,26 @@ def consistency_note(result: CompareResult) -> str:
 
 def run_note(result: CompareResult) -> str:
     o = result.options
-    source = "live captures between real peers" if o.live else "synthetic captures"
+    if o.live:
+        source, done = "live captures between real peers", "recorded and analysed"
+    else:
+        source, done = "synthetic captures (analyzer.synth)", "generated and analysed"
+    missing = (
+        f" {len(result.not_run)} case(s) did not run (listed below)." if result.not_run else ""
+    )
     return (
         f"{len(result.measurements)} {source}, {o.messages} messages each, payloads "
-        f"{', '.join(str(p) for p in sorted(set(o.payloads)))} B, seed {o.seed}; recorded and "
-        f"analysed in {result.elapsed_s:.1f} s. Every figure is the analyzer's measurement of a "
-        "capture (wireprobe analyze --format json)."
+        f"{', '.join(str(p) for p in sorted(set(o.payloads)))} B, seed {o.seed}; {done} "
+        f"in {result.elapsed_s:.1f} s. Every figure is the analyzer's measurement of a "
+        f"capture (wireprobe analyze --format json).{missing}"
     )
+
+
+LIVE_NOTE = (
+    "Each live case beside the same case generated (analyzer.synth), figure by figure; "
+    "'NO' marks a difference beyond the stated tolerance (bytes: a share of the synthetic "
+    "figure, since real clients send other headers; counts: an absolute bound)."
+)
 
 
 # -- terminal -------------------------------------------------------------------------------
@@ -114,12 +155,12 @@ def run_note(result: CompareResult) -> str:
 TERMINAL_COLUMNS = ("case", "marginal B", "loaded B", "payload eff.", "RT", "handshakes")
 
 
-def terminal_row(m: Measurement, name: str) -> list[str]:
+def terminal_row(m: Measurement, name: str, marginal: float | None = None) -> list[str]:
     """A narrow row (fits 80 columns): figures per message."""
     s = m.summary
     return [
         name,
-        f"{s['marginal_bytes_per_message']:.0f}",
+        f"{s['marginal_bytes_per_message'] if marginal is None else marginal:.0f}",
         f"{s['loaded_bytes_per_message']:.0f}",
         f"{s['payload_efficiency']:.3f}",
         f"{s['round_trips_per_message']:.3f}",
@@ -143,7 +184,7 @@ def terminal_tables(result: CompareResult, claims: Sequence[Claim]) -> list[Tabl
         f"Per message, {result.options.reference_payload} B payload: "
         f"a connection per {fewest} message(s) against one per {most}",
         [
-            terminal_row(result.of(c), short_name(result.of(c)))
+            terminal_row(result.of(c), short_name(result.of(c)), result.marginal_bytes(c))
             for c in result.matrix.reuse
             if c.per_connection in (fewest, most)
         ],
@@ -152,6 +193,19 @@ def terminal_tables(result: CompareResult, claims: Sequence[Claim]) -> list[Tabl
         "Per message by mode (cleartext, one connection)",
         [terminal_row(result.of(c), c.mode) for c in result.matrix.modes],
     )
+    paths = Table(title="The whole path of a message (cleartext, open connections)")
+    for column in ("path", "legs", "marginal B", "loaded B", "RT"):
+        paths.add_column(column, justify="left" if column == "path" else "right")
+    for p in path_figures(result):
+        if p.case.tls == "off":
+            t = p.total
+            paths.add_row(
+                p.case.path.name,
+                str(len(p.legs)),
+                f"{t['marginal_bytes']:.0f}",
+                f"{t['loaded_bytes']:.0f}",
+                f"{t['round_trips']:.3f}",
+            )
     verdicts = Table(title="Claims, judged on this run's numbers", show_lines=True)
     verdicts.add_column("claim", ratio=2)
     verdicts.add_column("verdict")
@@ -159,7 +213,15 @@ def terminal_tables(result: CompareResult, claims: Sequence[Claim]) -> list[Tabl
     for claim in claims:
         style = VERDICT_STYLES.get(claim.verdict, "")
         verdicts.add_row(claim.text, f"[{style}]{claim.verdict}[/]", claim.explanation)
-    return [headline, modes, verdicts]
+    tables = [headline, modes, paths, verdicts]
+    if result.not_run:
+        skipped = Table(title="Cases not run")
+        for column in NOT_RUN_COLUMNS:
+            skipped.add_column(column)
+        for row in not_run_rows(result):
+            skipped.add_row(*row)
+        tables.append(skipped)
+    return tables
 
 
 # -- markdown -------------------------------------------------------------------------------
@@ -174,10 +236,16 @@ def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def claims_markdown(claims: Sequence[Claim]) -> str:
     """The claims table on its own (the README's example)."""
-    rows = [[c.text, f"**{c.verdict}**", claim_figures(c), c.explanation] for c in claims]
-    table = _md_table(("claim", "verdict", "measured", "why"), rows)
+    rows = [
+        [c.text, f"**{c.verdict}**", claim_figures(c), c.explanation, c.flips_if] for c in claims
+    ]
+    table = _md_table(("claim", "verdict", "measured", "why", "would flip if"), rows)
     rules = "\n".join(f"- *{c.text}*: {c.rule}." for c in claims)
     return f"{table}\n\nRules behind the verdicts:\n\n{rules}\n"
+
+
+def glossary_markdown() -> str:
+    return "\n".join(f"- **{term}**: {text}" for term, text in GLOSSARY)
 
 
 def render_markdown(result: CompareResult, claims: Sequence[Claim]) -> str:
@@ -185,30 +253,39 @@ def render_markdown(result: CompareResult, claims: Sequence[Claim]) -> str:
     charts = "\n\n".join(
         f"![{name}]({name}.png)\n\n*{CHART_CAPTIONS[name]}*" for name in CHART_NAMES
     )
-    all_rows = [case_row(m) for m in result.measurements.values()]
+    all_rows = [case_row(result, m) for m in result.measurements.values()]
+    not_run = (
+        f"## Cases not run\n\n{_md_table(NOT_RUN_COLUMNS, not_run_rows(result))}\n\n"
+        if result.not_run
+        else ""
+    )
+    if result.synthetic:
+        not_run += (
+            f"## Live against synthetic\n\n{LIVE_NOTE}\n\n"
+            f"{_md_table(LIVE_COLUMNS, live_rows(result))}\n\n"
+        )
     return (
         "# wireprobe compare: REST calls against a message queue, measured\n\n"
         f"{run_note(result)}\n\n"
-        + "".join(f"- {line}\n" for line in headlines(result))
+        + "".join(f"- {line}\n" for line in headlines(result) + path_headline(result))
+        + f"\n## How to read this\n\n{HOW_TO_READ}\n\n{glossary_markdown()}\n"
         + "\n## Claims\n\n"
         f"{claims_markdown(claims)}\n"
         "## Protocol against protocol\n\n"
         f"{_md_table(CASE_COLUMNS, headline_rows(result))}\n\n"
+        "## The whole path of a message\n\n"
+        f"{_md_table(PATH_COLUMNS, path_rows(result))}\n\n"
+        "## Latency\n\n"
+        f"{_md_table(TIMING_COLUMNS, timing_rows(result))}\n\n"
+        + "".join(f"- {line}\n" for line in reuse_lines(result))
+        + f"\n{MODEL}\n\n"
         "## Charts\n\n"
         f"{charts}\n\n"
+        f"{not_run}"
         "## Every case\n\n"
         f"{_md_table(CASE_COLUMNS, all_rows)}\n\n"
-        f"{GLOSSARY}\n\n"
         f"{consistency_note(result)}\n"
     )
-
-
-GLOSSARY = (
-    "*marginal*: a message's own bytes on the wire; *loaded*: marginal plus an equal share of its "
-    "connection's setup, teardown and control; *RT/msg*: round trips per message with the "
-    "connection's setup round trips spread over its messages; *msg RT/msg*: the messages' own "
-    "round trips; *handshakes/msg*: TCP plus TLS handshakes per message."
-)
 
 
 # -- html -----------------------------------------------------------------------------------
@@ -228,6 +305,9 @@ td.text, th.text { text-align: left; }
 figure { margin: 1.5em 0; }
 figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.9em; color: #555; }
+#glossary { display: grid; grid-template-columns: max-content 1fr; gap: 0.2em 1em; }
+#glossary dt { font-weight: bold; }
+#glossary dd { margin: 0; }
 """
 
 #: Marks the page with the number of charts the browser decoded and drew, and reports any
@@ -290,7 +370,8 @@ def claims_html(claims: Sequence[Claim]) -> str:
         rows.append(
             f'<tr><td class="text">{_e(c.text)}</td><td class="text {cls}">{_e(c.verdict)}</td>'
             f'<td class="text">{figures}</td><td class="text">{_e(c.explanation)}'
-            f"<br><small>Rule: {_e(c.rule)}.</small></td></tr>"
+            f"<br><small>Rule: {_e(c.rule)}.</small>"
+            f"<br><small><b>Would flip if</b> {_e(c.flips_if)}.</small></td></tr>"
         )
     head = "".join(f'<th class="text">{h}</th>' for h in ("claim", "verdict", "measured", "why"))
     return (
@@ -302,19 +383,42 @@ def render_html(
     result: CompareResult, claims: Sequence[Claim], rendered: dict[str, Rendered]
 ) -> str:
     """``report.html``: one file with the charts embedded."""
-    charts = "".join(chart_html(rendered[name], CHART_CAPTIONS[name]) for name in CHART_NAMES)
-    all_rows = [case_row(m) for m in result.measurements.values()]
+    charts = {name: chart_html(rendered[name], CHART_CAPTIONS[name]) for name in CHART_NAMES}
+    all_rows = [case_row(result, m) for m in result.measurements.values()]
+    glossary = "".join(f"<dt>{_e(term)}</dt><dd>{_e(text)}</dd>" for term, text in GLOSSARY)
+    not_run = (
+        f"<h2>Cases not run</h2>{html_table(NOT_RUN_COLUMNS, not_run_rows(result), 2)}"
+        if result.not_run
+        else ""
+    )
+    if result.synthetic:
+        not_run += (
+            f"<h2>Live against synthetic</h2><p>{_e(LIVE_NOTE)}</p>"
+            f"{html_table(LIVE_COLUMNS, live_rows(result), 2)}"
+        )
     body = (
         "<h1>wireprobe compare: REST calls against a message queue, measured</h1>"
         f"<p>{_e(run_note(result))}</p>"
         + "<ul>"
-        + "".join(f"<li>{_e(line)}</li>" for line in headlines(result))
+        + "".join(f"<li>{_e(line)}</li>" for line in headlines(result) + path_headline(result))
         + "</ul>"
+        f'<section id="how-to-read"><h2>How to read this</h2><p>{_e(HOW_TO_READ)}</p>'
+        f'<dl id="glossary">{glossary}</dl></section>'
         f"<h2>Claims</h2>{claims_html(claims)}"
         f"<h2>Protocol against protocol</h2>{html_table(CASE_COLUMNS, headline_rows(result), 2)}"
-        f"<h2>Charts</h2>{charts}"
+        f"{charts['loaded-bytes']}"
+        f"<h2>The whole path of a message</h2>{html_table(PATH_COLUMNS, path_rows(result), 3)}"
+        f"{charts['paths']}"
+        f"<h2>Latency</h2>{html_table(TIMING_COLUMNS, timing_rows(result), 2)}"
+        + "<ul>"
+        + "".join(f"<li>{_e(line)}</li>" for line in reuse_lines(result))
+        + "</ul>"
+        f"{charts['latency']}<p><small>{_e(MODEL)}</small></p>"
+        "<h2>More charts</h2>"
+        + "".join(charts[n] for n in CHART_NAMES if n not in ("loaded-bytes", "paths", "latency"))
+        + f"{not_run}"
         f"<h2>Every case</h2>{html_table(CASE_COLUMNS, all_rows, 2)}"
-        f"<p><small>{_e(GLOSSARY)}</small></p><p><small>{_e(consistency_note(result))}</small></p>"
+        f"<p><small>{_e(consistency_note(result))}</small></p>"
     )
     return page("wireprobe compare", body)
 

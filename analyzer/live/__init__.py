@@ -21,7 +21,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit, urlunsplit
@@ -38,6 +38,7 @@ from analyzer.live.netns import Namespace, namespace_for, network_namespace, rel
 from analyzer.live.options import LiveOptions
 from analyzer.live.plan import Expected, Sent, expected
 from analyzer.live.recorder import Recorder, keep_connections, write_pcap
+from analyzer.live.tlsrelay import server_context, tls_terminator
 
 __all__ = ["LiveOptions", "LiveResult", "LiveRunError", "Sent", "run_capture"]
 
@@ -132,6 +133,8 @@ def _run_capture(options: LiveOptions) -> LiveResult:
     if options.protocol == "amqp":
         port = broker_port(options.amqp_url)
         plan = _amqp_plan(options, options.amqp_url)
+        if options.tls != "off":
+            return _amqp_over_tls(options, plan)
         return _record(options, LOOPBACK_INTERFACE, port, lambda clients: _amqp(plan, clients))
     sock = listening_socket(LOOPBACK_ADDRESS)
     try:
@@ -162,6 +165,24 @@ def _run_in_namespace(options: LiveOptions, mtu: int) -> LiveResult:
             )
         finally:
             sock.close()
+
+
+def _amqp_over_tls(options: LiveOptions, plan: AmqpPlan) -> LiveResult:
+    """The broker behind a TLS terminator (analyzer.live.tlsrelay), the TLS side recorded."""
+    params = parameters(options.amqp_url)
+    keylog = options.keylog_path
+    with tempfile.TemporaryDirectory(prefix="wireprobe-live-tls-") as workdir:
+        context = server_context(options.tls, Path(workdir))
+        with tls_terminator(context, (str(params.host), int(params.port))) as tls_port:
+            tls_plan = replace(
+                plan,
+                tls=options.tls,
+                tls_port=tls_port,
+                keylog=str(keylog) if keylog else None,
+            )
+            return _record(
+                options, LOOPBACK_INTERFACE, tls_port, lambda clients: _amqp(tls_plan, clients)
+            )
 
 
 def _amqp_plan(options: LiveOptions, url: str) -> AmqpPlan:

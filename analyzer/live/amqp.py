@@ -63,6 +63,12 @@ class AmqpPlan:
     messages: int
     per_connection: int
     payload: int
+    #: "off", or the TLS version the recorded connections speak to ``tls_port``
+    tls: str = "off"
+    #: the TLS terminator in front of the broker (``analyzer.live.tlsrelay``); None: cleartext
+    tls_port: int | None = None
+    #: where the client writes its NSS key log (TLS only)
+    keylog: str | None = None
 
 
 def parameters(url: str) -> Any:
@@ -137,9 +143,26 @@ def run_queue(params: Any) -> Iterator[tuple[str, Any]]:
             admin.close()
 
 
+def recorded_parameters(plan: AmqpPlan) -> Any:
+    """The recorded connections' parameters: the broker's, or its TLS terminator's with the
+    client's TLS context (the admin connection always goes to the broker in clear)."""
+    params = parameters(plan.url)
+    if plan.tls_port is None:
+        return params
+    from pathlib import Path
+
+    from analyzer.live.tlsrelay import client_context
+
+    keylog = Path(plan.keylog) if plan.keylog else None
+    params.port = plan.tls_port
+    params.ssl_options = pika.SSLOptions(client_context(plan.tls, keylog))
+    return params
+
+
 def run_amqp(plan: AmqpPlan, on_connect: Callable[[tuple[str, int]], None]) -> list[Sent]:
     """Run the scenario; ``on_connect`` gets each recorded connection's client endpoint."""
     params = parameters(plan.url)
+    recorded = recorded_parameters(plan)
     body = b"x" * plan.payload
     sent: list[Sent] = []
     with run_queue(params) as (queue, admin):
@@ -147,7 +170,7 @@ def run_amqp(plan: AmqpPlan, on_connect: Callable[[tuple[str, int]], None]) -> l
             if plan.mode == "consume":
                 for _ in range(count):
                     admin.basic_publish("", queue, body, _properties())
-            connection = connect(params)
+            connection = connect(recorded)
             try:
                 client = client_endpoint(connection)
                 on_connect(client)

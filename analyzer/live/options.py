@@ -29,7 +29,7 @@ class LiveOptions:
 
     #: "http1", "http2" or "amqp"
     protocol: str = "http1"
-    #: "off", "1.2" or "1.3" (HTTP only: the broker is spoken to in clear)
+    #: "off", "1.2" or "1.3" (AMQP: through a TLS terminator in front of the broker)
     tls: str = "off"
     #: messages in all connections together
     messages: int = 10
@@ -95,9 +95,9 @@ def _problems(o: LiveOptions) -> list[str]:
         ),
         (o.amqp_mode is None or o.amqp_mode in AMQP_MODES, f"--amqp-mode: {'|'.join(AMQP_MODES)}"),
         (
-            o.tls == "off" or o.protocol != "amqp",
-            "--tls with --protocol amqp needs a TLS terminator in front of the broker "
-            "(not supported yet): use --tls off",
+            o.tls == "off" or o.protocol != "amqp" or o.mtu is None,
+            "--tls with --protocol amqp runs on loopback only (its TLS terminator is not "
+            "relayed into the --mtu namespace): drop --mtu",
         ),
         (
             o.amqp_url.startswith("amqp://") or o.protocol != "amqp",

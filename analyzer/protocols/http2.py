@@ -79,6 +79,10 @@ from analyzer.events import (
     Span,
 )
 from analyzer.options import DecodeOptions
+from analyzer.protocols.hpack_memo import Entry, entries, quiet_hpack_debug, replay, scan
+
+# hpack's debug calls (about eight per decoded block) cost more than a memo hit: see hpack_memo.
+quiet_hpack_debug()
 
 PROTOCOL: Final = "http2"
 
@@ -364,6 +368,7 @@ class _Side:
         "mode",
         "settings_seen",
         "skipping",
+        "static",
     )
 
     def __init__(self, direction: int, base: int, mode: int) -> None:
@@ -387,6 +392,9 @@ class _Side:
         #: table, valid while the table is in ``cache_state`` (see ``decode_block``)
         self.cache: dict[bytes, _Decoded] = {}
         self.cache_state: tuple[object, int, int, int] = (None, -1, -1, -1)
+        #: static header block -> its ``_Decoded`` and the (name, value) entries it adds to
+        #: the dynamic table, in order (see ``decode_block``)
+        self.static: dict[bytes, tuple[_Decoded, tuple[Entry, ...]]] = {}
 
     def _table_state(self) -> tuple[object, int, int, int]:
         """What an HPACK decode depends on besides the block: the dynamic table's entries and
@@ -405,15 +413,23 @@ class _Side:
     def decode_block(self, block: bytes) -> _Decoded:
         """What the decoder needs of a header block's fields; raises HPACKError.
 
-        A block that leaves the dynamic table as it was (indexed fields and literals without
-        indexing) decodes the same way again while the table stays so: remember it.  Blocks
-        that change the table are decoded every time, in order, as HPACK requires."""
+        Two memos make a repeated block cost a lookup.  A static block (``hpack_memo.scan``:
+        it references no dynamic-table entry) decodes the same in any table state, so it is
+        decoded once and afterwards only the entries it adds are added again, in order.  Any
+        other block that leaves the dynamic table as it was (fields indexing the table, literals
+        without indexing) decodes the same way again while the table stays so: remember it.
+        The rest is decoded every time, in order, as HPACK requires."""
         if len(block) > MAX_CACHED_BLOCK_BYTES:
-            return _decode(self.hpack, block)
-        # _same_table(self._table_state(), self.cache_state), spelled out: this runs for
-        # every header block, and a hit should cost no more than the lookup.
+            return _decode(self.hpack, block)[0]
         hpack = self.hpack
         table = hpack.header_table
+        static = self.static.get(block)
+        # A table larger than allowed makes hpack reject any block: let it say so.
+        if static is not None and table.maxsize <= hpack.max_allowed_table_size:
+            replay(table, static[1])
+            return static[0]
+        # _same_table(self._table_state(), self.cache_state), spelled out: this runs for
+        # every header block, and a hit should cost no more than the lookup.
         entries = table.dynamic_entries
         state = self.cache_state
         if (
@@ -429,23 +445,38 @@ class _Side:
             state = self._table_state()
             self.cache.clear()
             self.cache_state = state
-        result = _decode(hpack, block)
+        adds = scan(block)
+        if adds is not None:
+            return self._decode_static(block, adds)
+        result, _ = _decode(hpack, block)
         if _same_table(self._table_state(), state):
             if len(self.cache) >= MAX_CACHED_BLOCKS:
                 self.cache.clear()
             self.cache[block] = result
         return result
 
+    def _decode_static(self, block: bytes, adds: tuple[bool, ...]) -> _Decoded:
+        """Decode a static block and remember it with the entries it added, in order."""
+        result, fields = _decode(self.hpack, block)
+        added = entries(fields, adds)
+        if len(self.static) >= MAX_CACHED_BLOCKS:
+            self.static.clear()
+        self.static[block] = (result, added)
+        return result
 
-def _decode(hpack: HpackDecoder, block: bytes) -> _Decoded:
-    """Decode a header block (raises HPACKError): its size and pseudo-header fields."""
+
+def _decode(hpack: HpackDecoder, block: bytes) -> tuple[_Decoded, list[tuple[bytes, bytes]]]:
+    """Decode a header block (raises HPACKError): its size and pseudo-header fields, and the
+    fields themselves in order."""
     size = 0
     pseudo: dict[bytes, bytes] = {}
-    for name, value in hpack.decode(block, True):
+    # A list of HeaderTuple (hpack types it as an Iterable): read twice, here and by the memo.
+    fields: list[tuple[bytes, bytes]] = list(hpack.decode(block, True))
+    for name, value in fields:
         size += len(name) + len(value) + HPACK_ENTRY_OVERHEAD
         if name.startswith(b":"):
             pseudo[bytes(name)] = bytes(value)
-    return _Decoded(size, pseudo)
+    return _Decoded(size, pseudo), fields
 
 
 def _same_table(a: tuple[object, int, int, int], b: tuple[object, int, int, int]) -> bool:

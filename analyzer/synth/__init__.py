@@ -180,10 +180,10 @@ class _Run:
 
 def _conversation(s: Scenario, n_messages: int, payload: bytes) -> Conversation:
     if s.protocol == "http1":
-        return http1.conversation(n_messages, payload, s.concurrency)
+        return http1.conversation(n_messages, payload, s.concurrency, s.http_status)
     if s.protocol == "http2":
-        return http2.conversation(n_messages, payload, s.concurrency)
-    return amqp.conversation(n_messages, payload, s.mode)
+        return http2.conversation(n_messages, payload, s.concurrency, s.http_status)
+    return amqp.conversation(n_messages, payload, s.mode, s.amqp_properties, s.seed)
 
 
 def _dotted(address: bytes) -> str:

@@ -42,6 +42,9 @@ HEARTBEAT_S = 60
 ASYNC_CONFIRM_EVERY = 4
 CHANNEL = 1
 QUEUE = "synth"
+#: A server-named exclusive queue as RabbitMQ names one ("amq.gen-" and 22 characters), where
+#: an RPC client takes its replies.
+REPLY_QUEUE = "amq.gen-wireprobeSynthReply00"
 BROKER_PROPERTIES: FieldTable = {
     "product": "RabbitMQ",
     "version": "3.12.0",
@@ -54,6 +57,13 @@ CLIENT_PROPERTIES: FieldTable = {"product": "wireprobe-synth", "version": "1"}
 @dataclass(slots=True)
 class _Builder:
     flights: list[Flight] = field(default_factory=list)
+    #: the kind of ``message_properties`` every message carries
+    properties: str = "plain"
+    seed: int = 0
+
+    def content(self, method: Frame, message: int, payload: bytes) -> list[Chunk]:
+        props = message_properties(self.properties, message, self.seed)
+        return _content(method, message, payload, props)
 
     def send(self, direction: int, chunks: list[Chunk], reacts_to: int | None = None) -> int:
         """Append a flight after the receiver has unmarshalled it; return its index."""
@@ -67,9 +77,12 @@ class _Builder:
         self.send(RESP, [_method(reply, owner, channel)])
 
 
-def conversation(n_messages: int, payload: bytes, mode: str) -> Conversation:
-    """``n_messages`` messages on one connection and channel."""
-    b = _Builder()
+def conversation(
+    n_messages: int, payload: bytes, mode: str, kind: str = "plain", seed: int = 0
+) -> Conversation:
+    """``n_messages`` messages on one connection and channel, each with the properties of
+    ``kind`` (``message_properties``)."""
+    b = _Builder(properties=kind, seed=seed)
     _open(b, mode)
     if mode == "consume":
         _consume(b, n_messages, payload)
@@ -77,9 +90,7 @@ def conversation(n_messages: int, payload: bytes, mode: str) -> Conversation:
         _publish_async(b, n_messages, payload)
     else:
         for m in range(n_messages):
-            b.send(
-                ORIG, _content(commands.Basic.Publish(routing_key=QUEUE), m, payload, start=True)
-            )
+            b.send(ORIG, b.content(commands.Basic.Publish(routing_key=QUEUE), m, payload))
             if mode == "confirm":
                 b.send(RESP, [_method(commands.Basic.Ack(m + 1), m, CHANNEL, answers=(m,))])
     b.exchange(
@@ -131,7 +142,7 @@ def _publish_async(b: _Builder, n_messages: int, payload: bytes) -> None:
     previous_publish: int | None = None
     last_ack: int | None = None
     for m in range(n_messages):
-        publish = _content(commands.Basic.Publish(routing_key=QUEUE), m, payload, start=True)
+        publish = b.content(commands.Basic.Publish(routing_key=QUEUE), m, payload)
         previous_publish = b.send(ORIG, publish, reacts_to=previous_publish)
         if (m + 1) % ASYNC_CONFIRM_EVERY == 0 or m == n_messages - 1:
             covered = tuple(range(m - m % ASYNC_CONFIRM_EVERY, m + 1))
@@ -147,7 +158,7 @@ def _consume(b: _Builder, n_messages: int, payload: bytes) -> None:
     b.exchange(CONTROL, consume, commands.Basic.ConsumeOk("synth.1"), CHANNEL)
     for m in range(n_messages):
         deliver = commands.Basic.Deliver("synth.1", m + 1, False, "", QUEUE)
-        b.send(RESP, _content(deliver, m, payload, start=True))
+        b.send(RESP, b.content(deliver, m, payload))
         b.send(ORIG, [_method(commands.Basic.Ack(m + 1), m, CHANNEL, answers=(m,))])
 
 
@@ -178,11 +189,34 @@ def _shared_ack(method: Frame, covered: tuple[int, ...]) -> list[Chunk]:
     return chunks
 
 
-def _content(method: Frame, message: int, payload: bytes, *, start: bool) -> list[Chunk]:
+def message_properties(kind: str, message: int, seed: int) -> commands.Basic.Properties:
+    """The properties of a message of ``kind``: every message says its content type and asks to
+    be persisted; an RPC request names its reply queue and a correlation id, its reply repeats
+    the id (RabbitMQ tutorial 6, the shape pika and the Java client produce)."""
+    fields: dict[str, object] = {}
+    if kind in ("request", "reply"):
+        fields["correlation_id"] = correlation_id(message, seed)
+    if kind == "request":
+        fields["reply_to"] = REPLY_QUEUE
+    return commands.Basic.Properties(
+        content_type="application/octet-stream",
+        delivery_mode=2,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def correlation_id(message: int, seed: int) -> str:
+    """A UUID-shaped id (36 characters, as ``str(uuid.uuid4())``), derived from the message
+    and the seed so that runs are reproducible."""
+    return f"{seed & 0xFFFFFFFF:08x}-0000-4000-8000-{message:012x}"
+
+
+def _content(
+    method: Frame, message: int, payload: bytes, properties: commands.Basic.Properties
+) -> list[Chunk]:
     """A content-carrying method, its content header and its body frames (section 2.3.5)."""
-    properties = commands.Basic.Properties(content_type="application/octet-stream", delivery_mode=2)
     first = frame.marshal(method, CHANNEL)
-    chunks = [Chunk(data=first, owner=message, layer=FRAMING, starts=(message,) if start else ())]
+    chunks = [Chunk(data=first, owner=message, layer=FRAMING, starts=(message,))]
     content_header = header.ContentHeader(0, len(payload), properties)
     chunks.append(Chunk(data=frame.marshal(content_header, CHANNEL), owner=message, layer=FRAMING))
     piece_bytes = FRAME_MAX_BYTES - FRAME_OVERHEAD_BYTES

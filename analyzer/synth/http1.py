@@ -19,10 +19,25 @@ from analyzer.synth.conversation import Chunk, Conversation, Flight, MessageInfo
 
 HOST = b"synth.wireprobe.test"
 RESPONSE_BODY = b'{"status":"ok"}'
+REASONS = {200: b"OK", 202: b"Accepted", 204: b"No Content"}
 
 
-def conversation(n_messages: int, payload: bytes, concurrency: int) -> Conversation:
-    """``n_messages`` exchanges on one keep-alive connection, ``concurrency`` at a time."""
+def response_headers(status: int, body: bytes) -> list[tuple[bytes, bytes]]:
+    """A JSON body's headers; a 202 says its empty length, a 204 has no length at all
+    (RFC 9110 section 8.6: a server must not send Content-Length in a 204)."""
+    if status == 204:
+        return []
+    return [
+        *([(b"Content-Type", b"application/json")] if body else []),
+        (b"Content-Length", str(len(body)).encode()),
+    ]
+
+
+def conversation(
+    n_messages: int, payload: bytes, concurrency: int, status: int = 200
+) -> Conversation:
+    """``n_messages`` exchanges on one keep-alive connection, ``concurrency`` at a time, each
+    answered with ``status`` (200 with ``RESPONSE_BODY``; 202 or 204 with no body)."""
     server = h11.Connection(h11.SERVER)
     flights: list[Flight] = []
     for first in range(0, n_messages, concurrency):
@@ -31,9 +46,9 @@ def conversation(n_messages: int, payload: bytes, concurrency: int) -> Conversat
         requests = [chunk for m in batch for chunk in _request(clients[m], m, payload)]
         flights.append(Flight(direction=ORIG, chunks=tuple(requests)))
         server.receive_data(b"".join(c.data for c in requests))
-        responses = [chunk for m in batch for chunk in _respond(server, m)]
+        responses = [chunk for m in batch for chunk in _respond(server, m, status)]
         for m in batch:
-            _check_response(clients[m], [c.data for c in responses if c.owner == m])
+            _check_response(clients[m], [c.data for c in responses if c.owner == m], status)
         flights.append(Flight(direction=RESP, chunks=tuple(responses)))
     messages = tuple(
         MessageInfo(sender=ORIG, kind="exchange", answered=True) for _ in range(n_messages)
@@ -53,7 +68,7 @@ def _request(client: h11.Connection, message: int, payload: bytes) -> list[Chunk
     return _labelled(message, head or b"", body or b"", tail or b"", starts=True)
 
 
-def _respond(server: h11.Connection, message: int) -> list[Chunk]:
+def _respond(server: h11.Connection, message: int, status: int) -> list[Chunk]:
     """Parse the next request from the server's buffer and answer it."""
     while True:
         event = server.next_event()
@@ -61,12 +76,11 @@ def _respond(server: h11.Connection, message: int) -> list[Chunk]:
             break
         if event is h11.NEED_DATA:
             raise AssertionError("the server did not get a whole request")
-    headers = [
-        (b"Content-Type", b"application/json"),
-        (b"Content-Length", str(len(RESPONSE_BODY)).encode()),
-    ]
-    head = server.send(h11.Response(status_code=200, headers=headers, reason=b"OK"))
-    body = server.send(h11.Data(data=RESPONSE_BODY))
+    body_bytes = RESPONSE_BODY if status == 200 else b""
+    headers = response_headers(status, body_bytes)
+    reason = REASONS[status]
+    head = server.send(h11.Response(status_code=status, headers=headers, reason=reason))
+    body = server.send(h11.Data(data=body_bytes)) if body_bytes else b""
     tail = server.send(h11.EndOfMessage())
     server.start_next_cycle()
     return _labelled(message, head or b"", body or b"", tail or b"", starts=False)
@@ -90,12 +104,12 @@ def _labelled(message: int, head: bytes, body: bytes, tail: bytes, *, starts: bo
     return chunks
 
 
-def _check_response(client: h11.Connection, pieces: list[bytes]) -> None:
+def _check_response(client: h11.Connection, pieces: list[bytes], status: int) -> None:
     client.receive_data(b"".join(pieces))
     events = []
     while (event := client.next_event()) is not h11.NEED_DATA:
         events.append(event)
         if isinstance(event, h11.EndOfMessage):
             break
-    if not any(isinstance(e, h11.Response) and e.status_code == 200 for e in events):
-        raise AssertionError(f"client did not parse a 200 response: {events}")
+    if not any(isinstance(e, h11.Response) and e.status_code == status for e in events):
+        raise AssertionError(f"client did not parse a {status} response: {events}")

@@ -95,6 +95,8 @@ class _Peers:
     flights: list[Flight] = field(default_factory=list)
     done: set[int] = field(default_factory=set)
     to_respond: list[int] = field(default_factory=list)
+    #: the status of every response
+    status: int = 200
 
     def send(self, direction: int) -> None:
         """Flush one side's pending output as a flight and let the other side read it."""
@@ -121,15 +123,18 @@ class _Peers:
                 self.done.add(event.stream_id)
 
 
-def conversation(n_messages: int, payload: bytes, concurrency: int) -> Conversation:
-    """``n_messages`` streams on one connection, ``concurrency`` at a time."""
+def conversation(
+    n_messages: int, payload: bytes, concurrency: int, status: int = 200
+) -> Conversation:
+    """``n_messages`` streams on one connection, ``concurrency`` at a time, each answered with
+    ``status`` (200 with ``RESPONSE_BODY``; 202 or 204 with END_STREAM on the HEADERS)."""
     client = h2.connection.H2Connection(
         h2.config.H2Configuration(client_side=True, header_encoding=None)
     )
     server = h2.connection.H2Connection(
         h2.config.H2Configuration(client_side=False, header_encoding=None)
     )
-    peers = _Peers(client, server, (_Labeller(ORIG), _Labeller(RESP)))
+    peers = _Peers(client, server, (_Labeller(ORIG), _Labeller(RESP)), status=status)
     client.initiate_connection()
     server.initiate_connection()
     for first in range(0, n_messages, concurrency):
@@ -180,14 +185,15 @@ def _send_body(client: h2.connection.H2Connection, unsent: dict[int, bytes]) -> 
 
 
 def _respond(peers: _Peers) -> None:
-    headers = [
-        (b":status", b"200"),
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(RESPONSE_BODY)).encode()),
-    ]
+    body = RESPONSE_BODY if peers.status == 200 else b""
+    headers = [(b":status", str(peers.status).encode())]
+    if peers.status != 204:  # RFC 9110 section 8.6: no content-length in a 204
+        headers += [(b"content-type", b"application/json")] if body else []
+        headers += [(b"content-length", str(len(body)).encode())]
     for stream in peers.to_respond:
-        peers.server.send_headers(stream, headers)
-        peers.server.send_data(stream, RESPONSE_BODY, end_stream=True)
+        peers.server.send_headers(stream, headers, end_stream=not body)
+        if body:
+            peers.server.send_data(stream, body, end_stream=True)
     peers.to_respond.clear()
 
 

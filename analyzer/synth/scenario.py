@@ -9,6 +9,12 @@ from analyzer.errors import UsageError
 PROTOCOLS = ("http1", "http2", "amqp")
 TLS_MODES = ("off", "1.2", "1.3")
 AMQP_MODES = ("publish", "confirm", "confirm-async", "consume")
+#: Statuses the HTTP server answers with: 200 with a small JSON body (a REST call), 202 and
+#: 204 with none (a notification accepted: the one-way pattern of issue 14).
+HTTP_STATUSES = (200, 202, 204)
+#: AMQP message properties: "plain"; "request", an RPC request (``reply_to`` and
+#: ``correlation_id``); "reply", an RPC reply (``correlation_id``).
+AMQP_PROPERTIES = ("plain", "request", "reply")
 
 #: RFC 791 section 3.1: every IPv4 host must accept 576-byte datagrams, so no path MTU is lower.
 MIN_MTU = 576
@@ -42,6 +48,10 @@ class Scenario:
     concurrency: int = 1
     #: AMQP only: "publish", "confirm", "confirm-async" or "consume" (None: "confirm")
     amqp_mode: str | None = None
+    #: HTTP only: the status of every response (``HTTP_STATUSES``)
+    http_status: int = 200
+    #: AMQP only: the properties every message carries (``AMQP_PROPERTIES``)
+    amqp_properties: str = "plain"
     #: reconnects resume the TLS session (tickets)
     resume: bool = False
     #: IP MTU of the path in bytes
@@ -89,6 +99,19 @@ def _problems(s: Scenario) -> list[str]:
             "--amqp-mode applies to --protocol amqp only",
         ),
         (s.amqp_mode is None or s.amqp_mode in AMQP_MODES, f"--amqp-mode: {'|'.join(AMQP_MODES)}"),
+        (
+            s.http_status in HTTP_STATUSES,
+            f"--http-status must be one of {', '.join(map(str, HTTP_STATUSES))}",
+        ),
+        (s.http_status == 200 or s.protocol != "amqp", "--http-status applies to HTTP only"),
+        (
+            s.amqp_properties in AMQP_PROPERTIES,
+            f"--amqp-properties: {'|'.join(AMQP_PROPERTIES)}",
+        ),
+        (
+            s.amqp_properties == "plain" or s.protocol == "amqp",
+            "--amqp-properties applies to --protocol amqp only",
+        ),
         (not s.resume or s.tls != "off", "--resume needs --tls 1.2 or 1.3"),
         (MIN_MTU <= s.mtu <= MAX_MTU, f"--mtu must be between {MIN_MTU} and {MAX_MTU}"),
         (0.0 < s.rtt_ms <= MAX_RTT_MS, f"--rtt-ms must be > 0 and <= {MAX_RTT_MS:g}"),

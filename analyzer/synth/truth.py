@@ -133,11 +133,25 @@ def connection_truth(
             "layers": dict(zip(LAYER_NAMES, row, strict=True)),
             "start_ts": unix_ts(laid.segments[timing.started[m]].ts_us),
             "end_ts": unix_ts(laid.segments[timing.last[m]].ts_us),
+            **_latency(laid, timing, m, info.answered),
         }
         for m, info in enumerate(facts.messages)
         for row in [ledger.get(m, [0] * N_LAYERS)]
     ]
     return record, messages
+
+
+def _latency(laid: Laid, timing: _Timing, m: int, answered: bool) -> dict[str, float | None]:
+    """When message ``m``'s answer began, and its latencies (``analyzer.latency``), from the
+    times the generator laid the packets carrying its first byte, its answer and its last byte."""
+    if not answered or m not in timing.answered:
+        return {"answer_ts": None, "latency_s": None, "latency_last_byte_s": None}
+    # Differences of the packets' times as a reader sees them (``unix_ts``), so the analyzer,
+    # subtracting the same floats, must give the same figures to the last bit.
+    start = unix_ts(laid.segments[timing.started[m]].ts_us)
+    answer = unix_ts(laid.segments[timing.answered[m]].ts_us)
+    last = unix_ts(laid.segments[timing.last[m]].ts_us)
+    return {"answer_ts": answer, "latency_s": answer - start, "latency_last_byte_s": last - start}
 
 
 def _ledger(segments: Sequence[Segment], streams: tuple[_Stream, _Stream]) -> dict[int, Row]:
