@@ -182,6 +182,8 @@ class ConnectionLedger:
         self.senders = array("b")
         self.starts = array("q")
         self.answers = array("q")
+        #: message id -> waits its answer ends, where that is not 1 (MQTT QoS 2)
+        self.waits: dict[int, int] = {}
         #: ended messages in the order they ended, candidates for retiring
         self.ended: deque[int] = deque()
         #: retired messages' records (without their connection-wide figures), pickled in batches
@@ -467,6 +469,8 @@ class ConnectionLedger:
                 state.answered_ordinal = event.ordinal
                 state.answered_ts = event.ts
                 self.answers[event.message] = event.ordinal
+                if event.waits != 1:
+                    self.waits[event.message] = event.waits
         elif type(event) is MessageEnded:
             state = self.messages.get(event.message)
             if state is not None:

@@ -27,22 +27,36 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import BinaryIO, Final, Protocol
+from typing import BinaryIO, Final
 
 from analyzer.errors import CaptureError
+from analyzer.sources import (
+    BAD_GZIP,
+    GZIP_BOMB,
+    GZIP_TRAILING,
+    READ_ERROR,
+    TRUNCATED,
+    Closable,
+    Counted,
+    Readable,
+    Replay,
+    Source,
+    read_up_to,
+)
+from analyzer.sources import (
+    CHUNK_BYTES as CHUNK_BYTES,  # re-exported: the chunk size is part of the reader's contract
+)
 
 #: One packet as the pipeline sees it: (ts seconds, link type, original length on the wire,
 #: captured bytes).  A plain tuple: it is the only object made per packet.
 RawPacket = tuple[float, int, int, bytes]
 
-#: ``on_secrets(secrets_type, data)``, called for each pcapng Decryption Secrets Block.
-SecretsCallback = Callable[[int, bytes], None]
+#: ``on_secrets(secrets_type, data)``, called for each pcapng Decryption Secrets Block; it may
+#: return the name of an anomaly its content showed (counted in the file's ``CaptureStats``).
+SecretsCallback = Callable[[int, bytes], str | None]
 
 STDIN_PATH: Final = "-"
 
-#: Bytes asked of the file (or of gzip) per read.  1 MiB makes the per-read cost (syscall, splice
-#: of the unparsed tail) negligible per packet while keeping each open file's buffer small.
-CHUNK_BYTES: Final = 1 << 20
 
 #: Largest pcap record or pcapng block accepted, in bytes.  Ethernet-family frames stay under
 #: 256 KiB (Wireshark's WTAP_MAX_PACKET_SIZE_STANDARD, which already covers GRO/TSO super-frames);
@@ -50,14 +64,12 @@ CHUNK_BYTES: Final = 1 << 20
 #: corrupt length field claiming gigabytes is refused before anything is allocated.
 MAX_RECORD_BYTES: Final = 16 << 20
 
+
 #: Secrets type of a TLS key log (SSLKEYLOGFILE text) in a Decryption Secrets Block: "TLSK".
 SECRETS_TLS_KEY_LOG: Final = 0x544C534B
 
 # Anomaly names (DESIGN.md habit 4: stable, because baselines and users' scripts read them).
-TRUNCATED: Final = "capture.truncated"  # a record or block cut by the end of the data
 BAD_RECORD: Final = "capture.bad_record"  # captured length > original length, or absurd
-READ_ERROR: Final = "capture.read_error"  # the OS failed a read in the middle of the file
-BAD_GZIP: Final = "capture.bad_gzip"  # corrupt compressed data after a good start
 BAD_BLOCK: Final = "pcapng.bad_block"  # block framing or a length inside a block is wrong
 UNKNOWN_BLOCK: Final = "pcapng.unknown_block"  # a block type this reader does not know (skipped)
 BAD_INTERFACE: Final = "pcapng.bad_interface"  # a packet names an interface never described
@@ -68,6 +80,8 @@ ANOMALIES: Final = (
     BAD_RECORD,
     READ_ERROR,
     BAD_GZIP,
+    GZIP_BOMB,
+    GZIP_TRAILING,
     BAD_BLOCK,
     UNKNOWN_BLOCK,
     BAD_INTERFACE,
@@ -91,100 +105,6 @@ class CaptureStats:
 
 def _count(stats: CaptureStats, anomaly: str) -> None:
     stats.anomalies[anomaly] = stats.anomalies.get(anomaly, 0) + 1
-
-
-# --- byte sources -------------------------------------------------------------------------------
-
-
-class _Readable(Protocol):
-    def read(self, size: int, /) -> bytes: ...
-
-
-class _Closable(Protocol):
-    def close(self) -> None: ...
-
-
-def _read_up_to(stream: _Readable, size: int) -> bytes:
-    """``size`` bytes, fewer only at the end of the data (pipes may return short reads)."""
-    data = stream.read(size)
-    if len(data) >= size or not data:
-        return data
-    parts = [data]
-    got = len(data)
-    while got < size:
-        more = stream.read(size - got)
-        if not more:
-            break
-        parts.append(more)
-        got += len(more)
-    return b"".join(parts)
-
-
-class _Replay:
-    """Gives back bytes already read, then the rest of a stream that cannot seek (stdin)."""
-
-    __slots__ = ("_prefix", "_stream")
-
-    def __init__(self, prefix: bytes, stream: _Readable) -> None:
-        self._prefix = prefix
-        self._stream = stream
-
-    def read(self, size: int = -1, /) -> bytes:
-        if not self._prefix:
-            return self._stream.read(size)
-        if size < 0:
-            data = self._prefix + self._stream.read(size)
-            self._prefix = b""
-            return data
-        data, self._prefix = self._prefix[:size], self._prefix[size:]
-        return data
-
-    def seek(self, offset: int, /) -> int:
-        # gzip only seeks to rewind, which reading forward never does.
-        raise OSError("cannot seek a replayed stream")
-
-
-class _Source:
-    """A stream read in chunks into one buffer; ``buf[pos:]`` is the part not yet parsed."""
-
-    __slots__ = ("_closers", "_stream", "buf", "error", "pos")
-
-    def __init__(self, stream: _Readable, buf: bytes, pos: int, closers: list[_Closable]) -> None:
-        self._stream = stream
-        self._closers = closers
-        self.buf = buf
-        self.pos = pos
-        self.error: str | None = None  # anomaly that ended the data early, if any
-
-    def fill(self, need: int) -> bool:
-        """Make ``buf[pos:pos + need]`` available; False when the data ends first."""
-        have = len(self.buf) - self.pos
-        if have >= need:
-            return True
-        if self.error is not None:
-            return False
-        try:
-            data = _read_up_to(self._stream, max(need - have, CHUNK_BYTES))
-        except EOFError:  # gzip: compressed data cut before its end-of-stream marker
-            self.error = TRUNCATED
-            return False
-        except (zlib.error, gzip.BadGzipFile):
-            self.error = BAD_GZIP
-            return False
-        except OSError:
-            self.error = READ_ERROR
-            return False
-        self.buf = self.buf[self.pos :] + data
-        self.pos = 0
-        return len(self.buf) >= need
-
-    def leftover(self) -> int:
-        return len(self.buf) - self.pos
-
-    def close(self) -> None:
-        closers, self._closers = self._closers, []
-        for stream in closers:
-            stream.close()
 
 
 # --- opening and validating a file (the only place CaptureError is raised) ---------------------
@@ -219,7 +139,7 @@ PCAP_FILE_HEADER_BYTES: Final = 24
 PCAP_LINK_TYPE_MASK: Final = 0xFFFF
 
 
-def _open_stream(path: str, stdin: BinaryIO | None) -> tuple[_Readable, list[_Closable]]:
+def _open_stream(path: str, stdin: BinaryIO | None) -> tuple[Readable, list[Closable]]:
     """The stream of ``path`` and the objects to close when done (not stdin: it is not ours)."""
     if path == STDIN_PATH:
         if stdin is not None:
@@ -228,7 +148,7 @@ def _open_stream(path: str, stdin: BinaryIO | None) -> tuple[_Readable, list[_Cl
             raise CaptureError(path, "no standard input")
         return sys.stdin.buffer, []
     try:
-        stream = open(path, "rb")  # noqa: SIM115 - closed by _Source.close at end of reading
+        stream = open(path, "rb")  # noqa: SIM115 - closed by Source.close at end of reading
     except FileNotFoundError as err:
         raise CaptureError(path, "no such file") from err
     except IsADirectoryError as err:
@@ -240,10 +160,10 @@ def _open_stream(path: str, stdin: BinaryIO | None) -> tuple[_Readable, list[_Cl
     return stream, [stream]
 
 
-def _read_head(path: str, stream: _Readable, size: int) -> bytes:
+def _read_head(path: str, stream: Readable, size: int) -> bytes:
     """The next ``size`` header bytes (fewer at end of data); a failure is a CaptureError."""
     try:
-        return _read_up_to(stream, size)
+        return read_up_to(stream, size)
     except EOFError as err:
         raise CaptureError(path, "truncated gzip data") from err
     except (zlib.error, gzip.BadGzipFile) as err:
@@ -293,28 +213,34 @@ class _CaptureFile:
 
 
 def _start(
-    path: str, stream: _Readable, closers: list[_Closable]
-) -> tuple[_PcapFlavour | None, _Source]:
+    path: str, stream: Readable, closers: list[Closable]
+) -> tuple[_PcapFlavour | None, Source]:
     """Steps: 1. magic (through gzip if compressed), 2. the whole file header, 3. the source.
 
     Returns the pcap flavour (None for pcapng) and a source positioned at the first record (pcap)
     or at the first Section Header Block (pcapng: the block reader parses it again for its state).
     """
     head = _read_head(path, stream, 4)
+    compressed = None
     if head[:2] == GZIP_MAGIC:
         # gzip.open streams; wrapping what was read keeps this working on stdin, which can't seek.
-        unzipped = gzip.GzipFile(fileobj=_Replay(head, stream), mode="rb")
+        compressed = Counted(Replay(head, stream))
+        unzipped = gzip.GzipFile(fileobj=compressed, mode="rb")
         closers.insert(0, unzipped)  # closed before the file under it
         stream = unzipped
         head = _read_head(path, stream, 4)
+        if head[:2] == GZIP_MAGIC:
+            # Not unwrapped again: each layer multiplies what a bomb can claim (1032:1 each).
+            raise CaptureError(path, "gzip inside gzip; decompress the outer layer first")
     _check_magic(path, head)
     if head == PCAPNG_MAGIC:
-        return None, _Source(stream, _pcapng_section_header(path, stream, head), 0, closers)
+        header = _pcapng_section_header(path, stream, head)
+        return None, Source(stream, header, 0, closers, compressed)
     flavour = PCAP_MAGICS[head]
     header = head + _read_head(path, stream, PCAP_FILE_HEADER_BYTES - 4)
     if len(header) < PCAP_FILE_HEADER_BYTES:
         raise CaptureError(path, "truncated file header")
-    return flavour, _Source(stream, header, PCAP_FILE_HEADER_BYTES, closers)
+    return flavour, Source(stream, header, PCAP_FILE_HEADER_BYTES, closers, compressed)
 
 
 def _pcap_link_type(flavour: _PcapFlavour, header: bytes) -> int:
@@ -322,7 +248,7 @@ def _pcap_link_type(flavour: _PcapFlavour, header: bytes) -> int:
     return int(raw) & PCAP_LINK_TYPE_MASK
 
 
-def _pcapng_section_header(path: str, stream: _Readable, head: bytes) -> bytes:
+def _pcapng_section_header(path: str, stream: Readable, head: bytes) -> bytes:
     """The first Section Header Block, whole and checked (pcapng section 4.1)."""
     block = head + _read_head(path, stream, SHB_MIN_BYTES - 4)
     if len(block) < SHB_MIN_BYTES:
@@ -347,7 +273,7 @@ def _pcapng_section_header(path: str, stream: _Readable, head: bytes) -> bytes:
 # --- classic pcap -------------------------------------------------------------------------------
 
 
-def _pcap_packets(src: _Source, flavour: _PcapFlavour, stats: CaptureStats) -> Iterator[RawPacket]:
+def _pcap_packets(src: Source, flavour: _PcapFlavour, stats: CaptureStats) -> Iterator[RawPacket]:
     """The records of a classic pcap file, from ``src.pos`` (just after the file header)."""
     link_type = stats.link_types[0]
     units = flavour.units_per_s
@@ -393,7 +319,7 @@ def _pcap_packets(src: _Source, flavour: _PcapFlavour, stats: CaptureStats) -> I
         src.close()
 
 
-def _end_of_data(src: _Source, stats: CaptureStats) -> None:
+def _end_of_data(src: Source, stats: CaptureStats) -> None:
     """Name why the data ended: a read/gzip error, a record cut short, or nothing (clean end)."""
     if src.error is not None:
         _count(stats, src.error)
@@ -499,7 +425,7 @@ class _Section:
 
 
 def _pcapng_packets(
-    src: _Source, stats: CaptureStats, on_secrets: SecretsCallback | None
+    src: Source, stats: CaptureStats, on_secrets: SecretsCallback | None
 ) -> Iterator[RawPacket]:
     """The packets of a pcapng file, block by block.
 
@@ -569,7 +495,7 @@ _STOP: Final[RawPacket] = (0.0, -1, 0, b"")
 
 
 def _next_block(
-    src: _Source,
+    src: Source,
     section: _Section,
     last_ts: float,
     stats: CaptureStats,
@@ -775,7 +701,9 @@ def _secrets(
         _count(stats, BAD_BLOCK)
         return
     if on_secrets is not None:
-        on_secrets(secrets_type, buf[pos + 16 : pos + 16 + length])
+        anomaly = on_secrets(secrets_type, buf[pos + 16 : pos + 16 + length])
+        if anomaly is not None:
+            _count(stats, anomaly)
 
 
 # --- several files as one -----------------------------------------------------------------------

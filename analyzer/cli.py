@@ -6,7 +6,11 @@ for unusable input or arguments (DESIGN.md section 5).  Never a traceback for ba
 
 from __future__ import annotations
 
+import errno
+import functools
+import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +19,7 @@ from typing import IO, TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from typer.core import TyperCommand
 
+from analyzer.detect import REGISTRY
 from analyzer.errors import UsageError, WireprobeError
 from analyzer.options import AnalyzeOptions, DecodeOptions
 
@@ -22,6 +27,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from analyzer.findings import Finding
+    from analyzer.output import Target
     from analyzer.pipeline import Analysis
     from analyzer.report import Collector
     from analyzer.shards import ShardProgress
@@ -34,7 +40,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-PROTOCOLS = ("http1", "http2", "amqp", "tls")
+#: ``--port PROTO=PORT`` choices: every registered protocol (analyzer/detect.py).
+PROTOCOLS = REGISTRY.names
 
 
 def _print_version(value: bool) -> None:
@@ -67,13 +74,20 @@ def _root(
 
 def warn(message: str, kind: str = "warning") -> None:
     """One line on stderr that does not end the run (the analysis ran: exit 0)."""
-    typer.echo(f"wireprobe: {kind}: {message}", err=True)
+    say(f"{kind}: {message}")
 
 
 def fail(message: str) -> NoReturn:
     """One line on stderr, exit status 2."""
-    typer.echo(f"wireprobe: {message}", err=True)
+    say(message)
     raise typer.Exit(2)
+
+
+def say(message: str) -> None:
+    """One line on stderr; file names and capture strings in it cannot drive the terminal."""
+    from analyzer.escape import terminal
+
+    typer.echo(f"wireprobe: {terminal(message)}", err=True)
 
 
 def parse_ports(values: list[str]) -> dict[int, str]:
@@ -94,22 +108,39 @@ def _load_keylog(paths: list[Path]) -> object:
 
     keylog = KeyLog()
     for path in paths:
+        skipped = keylog.skipped
         keylog.load(str(path))
+        if keylog.skipped > skipped:
+            # A count only: a malformed line may still hold a secret, so none is quoted.
+            n = keylog.skipped - skipped
+            say(f"warning: {path}: {n} malformed key log lines skipped")
     return keylog
 
 
-def _check_output(output: Path | None, inputs: list[str], force: bool) -> None:
-    if output is None:
-        return
-    if output.is_dir():
-        raise UsageError(f"--output {output} is a directory; name a file")
-    resolved = output.resolve()
-    if any(p != "-" and Path(p).resolve() == resolved for p in inputs):
-        raise UsageError(f"--output {output} is one of the input captures")
-    if output.exists() and not force:
-        raise UsageError(f"{output} exists; add --force to overwrite it")
-    if not output.parent.exists():
-        raise UsageError(f"{output.parent} does not exist")
+def _check_output(output: Path | None, inputs: list[str], force: bool) -> Target:
+    """Where the report goes, checked before the analysis runs (analyzer/output.py)."""
+    from analyzer.output import plan
+
+    target = plan(output, force=force)
+    if target.path is not None and any(
+        p != "-" and Path(p).resolve() == target.path for p in inputs
+    ):
+        raise UsageError(f"--output {target.name} is one of the input captures")
+    return target
+
+
+def _write_report(target: Target, write: Callable[[IO[str]], None]) -> None:
+    """Write a report through the one output writer; a reader that left (``| head``) is no
+    error, a full disk or a closed standard output is one line and exit 2."""
+    from analyzer.output import ReaderGone, open_target
+
+    try:
+        with open_target(target, "w") as out:
+            write(out)
+    except ReaderGone:
+        raise typer.Exit(0) from None
+    except WireprobeError as err:
+        fail(str(err))
 
 
 @app.command()
@@ -190,13 +221,11 @@ def analyze(
     from analyzer.report import FORMATS, Collector
     from analyzer.shards import analyze_inputs
 
-    if output is not None and str(output) == "-":
-        output = None  # tcpdump's and curl's convention: "-" is standard output
     try:
         if fmt not in (*FORMATS, "html"):
             formats = ", ".join((*FORMATS, "html"))
             raise UsageError(f"--format must be one of {formats}, not {fmt!r}")
-        _check_output(output, captures, force)
+        target = _check_output(output, captures, force)
         overrides = parse_ports(port or [])
         # Before expanding (which drops a repeated name in silence) and after (a file named and
         # also inside a directory given).
@@ -232,17 +261,7 @@ def analyze(
         fail(str(err))
     _print_findings(collector.findings(analysis), notes_too=fmt == "csv")
     render = _html_renderer(collector) if fmt == "html" else collector.render
-    if output is None:
-        _to_stdout(lambda out: render(analysis, out))
-        return
-    tmp = output.with_name(output.name + ".partial")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as out:
-            render(analysis, out)
-        os.replace(tmp, output)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        fail(f"cannot write {output}: {err.strerror or err}")
+    _write_report(target, lambda out: render(analysis, out))
 
 
 def _distinct_inputs(captures: list[str]) -> tuple[list[str], list[Finding]]:
@@ -299,19 +318,6 @@ def _shard_progress() -> Callable[[ShardProgress], None]:
     return show
 
 
-def _to_stdout(write: Callable[[IO[str]], None]) -> None:
-    """Write a report to stdout; a reader that left (``| head``) is no error, a full disk is."""
-    try:
-        write(sys.stdout)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        # Python would complain again while flushing at exit: point stdout at nothing.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise typer.Exit(0) from None
-    except OSError as err:
-        fail(f"cannot write the report: {err.strerror or err}")
-
-
 def _html_renderer(collector: Collector) -> Callable[[Analysis, IO[str]], None]:
     """The HTML report of a capture: the analysis JSON, drawn by the comparison's renderer."""
 
@@ -328,14 +334,28 @@ def _html_renderer(collector: Collector) -> Callable[[Analysis, IO[str]], None]:
     return render
 
 
-def _refuse_overwrite(paths: list[Path | None], force: bool) -> None:
-    for path in paths:
-        if path is None:
-            continue
-        if path.exists() and not force:
-            raise UsageError(f"{path} exists; add --force to overwrite it")
-        if not path.resolve().parent.exists():
-            raise UsageError(f"{path.parent} does not exist")
+def _refuse_overwrite(paths: list[Path | None], force: bool) -> list[Target]:
+    """Each output checked before the work starts (analyzer/output.py: devices and FIFOs need
+    no --force, an existing regular file does)."""
+    from analyzer.output import plan
+
+    targets = [plan(path, force=force) for path in paths if path is not None]
+    files = [t.path for t in targets if t.path is not None]
+    if len(set(files)) < len(files):
+        raise UsageError("two outputs name the same file")
+    return targets
+
+
+def _write_generated(targets: list[Target], files: list[bytes]) -> None:
+    """The pcap, key log and truth complete in place, or none of them cut (issue 15)."""
+    from analyzer.output import ReaderGone, write_all
+
+    try:
+        write_all(list(zip(targets, files, strict=True)))
+    except ReaderGone:
+        raise typer.Exit(0) from None
+    except WireprobeError as err:
+        fail(str(err))
 
 
 class _PresetsHelp(TyperCommand):
@@ -376,7 +396,8 @@ def generate(
         ),
     ] = None,
     protocol: Annotated[
-        str | None, typer.Option(help="http1, http2 or amqp. (default: http1)")
+        str | None,
+        typer.Option(help="http1, http2, amqp, mqtt or websocket. (default: http1)"),
     ] = None,
     tls: Annotated[str | None, typer.Option(help="off, 1.2 or 1.3. (default: off)")] = None,
     messages: Annotated[
@@ -398,6 +419,9 @@ def generate(
     amqp_mode: Annotated[
         str | None,
         typer.Option(help="publish, confirm, confirm-async or consume. (default: confirm)"),
+    ] = None,
+    mqtt_qos: Annotated[
+        int | None, typer.Option(help="MQTT QoS of each PUBLISH: 0, 1, 2. (default: 1)")
     ] = None,
     resume: Annotated[
         bool | None,
@@ -433,6 +457,7 @@ def generate(
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
 ) -> None:
     """Synthetic traffic with known ground truth: real protocol bytes, a simulated network."""
+    from analyzer.escape import terminal
     from analyzer.progress import working
     from analyzer.synth import Scenario
     from analyzer.synth import generate as run_generate
@@ -446,6 +471,7 @@ def generate(
         "payload": payload,
         "concurrency": concurrency,
         "amqp_mode": amqp_mode,
+        "mqtt_qos": mqtt_qos,
         "resume": resume,
         "mtu": mtu,
         "rtt_ms": rtt_ms,
@@ -455,7 +481,7 @@ def generate(
     }
     fields = {k: v for k, v in given.items() if v is not None}
     try:
-        _refuse_overwrite([output, keylog, truth], force)
+        targets = _refuse_overwrite([output, keylog, truth], force)
         scenario = named(preset, **fields) if preset else Scenario(**fields)  # type: ignore[arg-type]
         if keylog is not None and scenario.tls == "off":
             raise UsageError("--keylog needs --tls 1.2 or 1.3")
@@ -463,19 +489,28 @@ def generate(
             result = run_generate(scenario.validate())
     except WireprobeError as err:
         fail(str(err))
-    result.write(output, keylog, truth)
+    files = [result.pcap()]
+    if keylog is not None:
+        files.append((result.keylog or "").encode())
+    if truth is not None:
+        # The same text as Generated.write (analyzer/synth), through the one output writer.
+        files.append((json.dumps(result.truth, indent=2, sort_keys=True) + "\n").encode())
+    _write_generated(targets, files)
     conns = result.truth.get("connections", [])
     typer.echo(
-        f"wrote {output}: {len(result.frames)} packets, "
+        f"wrote {terminal(output)}: {len(result.frames)} packets, "
         f"{len(conns) if isinstance(conns, list) else '?'} connections, "
-        f"{scenario.messages} messages"
+        f"{scenario.messages} messages",
+        err=str(output) == "-",  # the pcap itself went to stdout: keep the stream clean
     )
 
 
 @app.command()
 def capture(
     output: Annotated[Path, typer.Option("--output", "-o", help="pcap file to write.")],
-    protocol: Annotated[str, typer.Option(help="http1, http2 or amqp.")] = "http1",
+    protocol: Annotated[
+        str, typer.Option(help="http1, http2, amqp, mqtt, nats or websocket.")
+    ] = "http1",
     tls: Annotated[str, typer.Option(help="off, 1.2 or 1.3 (HTTP only).")] = "off",
     messages: Annotated[int, typer.Option(help="Messages in all connections together.")] = 10,
     per_connection: Annotated[
@@ -491,9 +526,19 @@ def capture(
     amqp_mode: Annotated[
         str | None, typer.Option(help="publish, confirm or consume. (default: confirm)")
     ] = None,
-    amqp_url: Annotated[str, typer.Option(help="The broker's URL.")] = (
+    amqp_url: Annotated[str, typer.Option(help="The AMQP broker's URL.")] = (
         "amqp://guest:guest@127.0.0.1:5672/"
     ),
+    mqtt_qos: Annotated[
+        int | None, typer.Option(help="MQTT QoS of each PUBLISH: 0, 1, 2. (default: 1)")
+    ] = None,
+    mqtt_version: Annotated[
+        int, typer.Option(help="MQTT 4 (3.1.1) or 5 (subscribes to its own topic, aliases it).")
+    ] = 4,
+    mqtt_broker: Annotated[str, typer.Option(help="The MQTT broker, HOST:PORT.")] = (
+        "127.0.0.1:1883"
+    ),
+    nats_server: Annotated[str, typer.Option(help="nats-server, HOST:PORT.")] = "127.0.0.1:4222",
     mtu: Annotated[
         int | None,
         typer.Option(
@@ -510,6 +555,7 @@ def capture(
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
 ) -> None:
     """Real peers (hypercorn + httpx, pika + RabbitMQ) on loopback, recorded, then analysed."""
+    from analyzer.escape import terminal
     from analyzer.keylog import KeyLog
 
     _require_live_extra()
@@ -531,6 +577,10 @@ def capture(
             concurrency=concurrency,
             amqp_mode=amqp_mode,
             amqp_url=amqp_url,
+            mqtt_qos=mqtt_qos,
+            mqtt_version=mqtt_version,
+            mqtt_broker=mqtt_broker,
+            nats_server=nats_server,
             mtu=mtu,
             output=output,
             keylog=keylog,
@@ -548,8 +598,8 @@ def capture(
     except WireprobeError as err:
         fail(str(err))
     typer.echo(
-        f"recorded {result.pcap}: {result.packets} packets, {len(result.clients)} connections, "
-        f"{len(result.sent)} messages",
+        f"recorded {terminal(result.pcap)}: {result.packets} packets, "
+        f"{len(result.clients)} connections, {len(result.sent)} messages",
         err=True,
     )
     if result.dropped_packets or result.unclosed:
@@ -558,12 +608,14 @@ def capture(
             f"{len(result.unclosed)} connections not seen closing",
             err=True,
         )
+    from analyzer.output import plan
+
     _print_findings(collector.findings(analysis), notes_too=fmt == "csv")
-    collector.render(analysis, sys.stdout)
+    _write_report(plan(None), lambda out: collector.render(analysis, out))
 
 
 #: The modules of the ``live`` extra (pyproject.toml) that ``wireprobe capture`` runs.
-LIVE_MODULES = ("hypercorn", "httpx", "pika")
+LIVE_MODULES = ("hypercorn", "httpx", "pika", "paho.mqtt", "nats", "websockets")
 
 
 def _require_live_extra() -> None:
@@ -648,22 +700,125 @@ def _deferred_console() -> tuple[Console, Callable[[], None]]:
     )
 
     def flush() -> None:
-        _to_stdout(lambda out: print(buffer.getvalue(), end="", file=out))
+        from analyzer.output import plan
+
+        _write_report(plan(None), lambda out: print(buffer.getvalue(), end="", file=out))
 
     return held, flush
 
 
+#: Signals that end a run like Ctrl-C does: partial files removed, exit 128 + the signal's
+#: number (130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP), as a shell reports a killed job.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+#: Exit status of a run stopped by SIGINT (Ctrl-C): 128 + 2.
+INTERRUPTED_EXIT = 128 + signal.SIGINT
+#: Exit status when wireprobe itself is wrong (sysexits.h EX_SOFTWARE): not 2, so a test that
+#: accepts "bad input" (2) still catches a crash, and still no traceback for the user.
+INTERNAL_ERROR_EXIT = 70
+#: Set to show the traceback of an internal error instead of its one line.
+DEBUG_ENV = "WIREPROBE_DEBUG"
+
+
+class _Stopped(BaseException):
+    """Raised by the handler of a stop signal, so every ``finally`` and ``with`` unwinds (the
+    output writer removes its temporary file) exactly as for KeyboardInterrupt."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_stop_signal(cli_pid: int, signum: int, _frame: object) -> None:
+    if os.getpid() != cli_pid:
+        # A forked --jobs worker inherited this handler: die of the signal as it would have,
+        # silently, instead of unwinding a shard (its pool stops it with SIGTERM on a failure).
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    raise _Stopped(signum)
+
+
+def _install_stop_handlers() -> None:
+    # The handler knows which process is the CLI's own, so a forked worker can tell it is not.
+    handler = functools.partial(_on_stop_signal, os.getpid())
+    for signum in STOP_SIGNALS:
+        # A signal the caller ignores stays ignored (``nohup wireprobe ...`` keeps SIGHUP off).
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, handler)
+
+
 def main() -> None:
     """Console-script entry point."""
+    sys.exit(run())
+
+
+def run(argv: list[str] | None = None) -> int:
+    """The command line with every error as one line on stderr; returns the exit status."""
+    _install_stop_handlers()
     try:
-        app()
+        status = app(args=argv, standalone_mode=False)
     except KeyboardInterrupt:
-        typer.echo("wireprobe: interrupted", err=True)
-        sys.exit(130)
+        status = INTERRUPTED_EXIT
+    except _Stopped as stop:
+        say(f"stopped by {signal.Signals(stop.signum).name}")
+        return 128 + stop.signum
+    except typer.TyperException as err:
+        return _usage_error(err)
+    except typer.Abort:
+        status = INTERRUPTED_EXIT
     except BrokenPipeError:
-        # `wireprobe analyze x.pcap | head`: the reader left; nothing to report.
-        sys.stderr.close()
-        sys.exit(0)
+        from analyzer.output import silence_stdout
+
+        silence_stdout()  # `wireprobe ... | head`: the reader left; nothing to report
+        return 0
+    except WireprobeError as err:
+        say(str(err))
+        return 2
+    except MemoryError:
+        say("out of memory")
+        return 2
+    except OSError as err:
+        # An I/O failure no stage turned into a WireprobeError: a full disk under a temporary
+        # spool, a vanished file.  The operator's problem, not a bug: one line, exit 2.
+        say(_os_error_line(err))
+        return 2
+    except Exception as err:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        say(
+            f"internal error: {type(err).__name__}: {err} (a bug in wireprobe; "
+            f"{DEBUG_ENV}=1 shows the traceback)"
+        )
+        return INTERNAL_ERROR_EXIT
+    if status == INTERRUPTED_EXIT:
+        say("interrupted")
+    return status if isinstance(status, int) else 0
+
+
+#: errno values that mean "the disk (or the file size limit) is full".
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+
+
+def _os_error_line(err: OSError) -> str:
+    where = f"{err.filename}: " if err.filename else ""
+    if err.errno in DISK_FULL_ERRNOS and not err.filename:
+        # An anonymous file: the JSON/CSV spool (tempfile, under TMPDIR) is the only one.
+        where = "cannot write the temporary spool (TMPDIR): "
+    return f"{where}{err.strerror or err}"
+
+
+def _usage_error(err: typer.TyperException) -> int:
+    """A typer/click usage error as one line, not the boxed panel."""
+    from typer._click.exceptions import NoArgsIsHelpError
+
+    if isinstance(err, NoArgsIsHelpError):
+        err.show()  # bare `wireprobe`: the help, as before
+        return 2
+    message = " ".join(err.format_message().split())
+    ctx = getattr(err, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    say(f"{message}{hint}")
+    return 2
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Which protocol a connection speaks: one ordered decision list (DESIGN.md section 5).
 
-Content decides; ports are only a fallback hint for captures that start mid-connection, and
+``REGISTRY`` is the one table of protocols: name, decoder factory, content detectors and port
+hints; the CLI's ``--port PROTO`` choices and the reports' protocol names come from it.  Content
+decides; ports are only a fallback hint for captures that start mid-connection, and
 ``--port PROTO=PORT`` overrides both.  ``DetectingDecoder`` buffers the first bytes until the list
 can decide, then builds the protocol's decoder and replays what it held.
 """
@@ -9,8 +11,8 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from analyzer.events import (
@@ -40,24 +42,26 @@ _TLS_CONTENT_TYPES = frozenset({20, 21, 22, 23})
 #: line or an AMQP frame found mid-connection; past this, the port hint or "unknown" decides.
 MAX_DETECT_BYTES = 16 * 1024
 
-#: Ports that hint at a protocol when content cannot decide (IANA registrations and habits).
-PORT_HINTS: Mapping[int, str] = {
-    80: "http1",
-    8080: "http1",
-    8000: "http1",
-    443: "tls",
-    8443: "tls",
-    5671: "tls",
-    5672: "amqp",
-}
+#: What a content detector says of a direction's first bytes: True (it is this protocol),
+#: False (it is not) or None (too few bytes to tell).
+Verdict = bool | None
 
-#: protocol -> "module:Class" of its decoder; imported on first use.
-DECODERS: Mapping[str, str] = {
-    "http1": "analyzer.protocols.http1:Http1Decoder",
-    "http2": "analyzer.protocols.http2:Http2Decoder",
-    "amqp": "analyzer.protocols.amqp:AmqpDecoder",
-    "tls": "analyzer.tls:TlsDecoder",
-}
+
+def _opens_with(signature: bytes) -> Callable[[bytes], Verdict]:
+    """A detector for a protocol whose client opens with a fixed ``signature``."""
+
+    def opening(head: bytes) -> Verdict:
+        if head.startswith(signature):
+            return True
+        return None if signature.startswith(head) else False
+
+    return opening
+
+
+def _http1_opening(head: bytes) -> Verdict:
+    if _REQUEST_LINE.match(head) or _STATUS_LINE.match(head):
+        return True
+    return None if _REQUEST_START.match(head) is not None and b"\n" not in head else False
 
 
 def _is_amqp_frame(head: bytes) -> bool:
@@ -72,25 +76,179 @@ def _is_tls_record(head: bytes) -> bool:
     return len(head) >= 5 and head[0] in _TLS_CONTENT_TYPES and head[1] == 3 and head[2] <= 4
 
 
-def _classify(head: bytes, *, first: bool) -> str | None:
-    """The protocol ``head`` (a direction's first bytes) shows; "" if none, None if unsure."""
-    if head.startswith(HTTP2_PREFACE):
-        return "http2"
-    if head.startswith(AMQP_HEADER):
-        return "amqp"
-    if _REQUEST_LINE.match(head) or _STATUS_LINE.match(head):
-        return "http1"
-    if _is_tls_record(head):
-        return "tls"
-    if _is_amqp_frame(head):
-        return "amqp"
-    unsure = (
-        HTTP2_PREFACE.startswith(head[:24])
-        or AMQP_HEADER.startswith(head[:8])
-        or (_REQUEST_START.match(head) is not None and b"\n" not in head)
-        or (first and len(head) < 8)
+def _tls_opening(head: bytes) -> Verdict:
+    return _is_tls_record(head)
+
+
+def _client_opens(opening: Callable[[bytes], Verdict]) -> Callable[[bytes, bytes], bool]:
+    """Roles are swapped when only ``resp`` shows the client's opening bytes."""
+
+    def swapped(orig: bytes, resp: bytes) -> bool:
+        return opening(resp) is True and opening(orig) is not True
+
+    return swapped
+
+
+def _http1_swapped(orig: bytes, resp: bytes) -> bool:
+    return bool(
+        (_REQUEST_LINE.match(resp) and not _REQUEST_LINE.match(orig))
+        or (_STATUS_LINE.match(orig) and not _STATUS_LINE.match(resp))
     )
-    return None if unsure and len(head) < MAX_DETECT_BYTES else ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProtocolSpec:
+    """Everything the analyzer needs to know to detect and decode one protocol."""
+
+    #: the name in the JSON contract ("mqtt"), in ``--port PROTO=PORT`` and the summary
+    name: str
+    #: how reports print it ("MQTT")
+    title: str
+    #: "module:attribute" of the decoder factory ``(ids, options, **kwargs) -> StreamDecoder``,
+    #: imported on first use so that a run pays only for the protocols it meets
+    decoder: str
+    #: recognises the start of a direction's stream (None: no opening signature)
+    opening: Callable[[bytes], Verdict] | None = None
+    #: recognises bytes from the middle of a stream; consulted only after every ``opening``
+    #: said no, since it is the weaker evidence
+    midstream: Callable[[bytes], bool] | None = None
+    #: ports that hint at the protocol when content cannot decide (IANA and habit)
+    ports: tuple[int, ...] = ()
+    #: its connections carry messages once decoded (TLS's are its plaintext protocol's)
+    messages: bool = True
+    #: True when ``resp`` is the client (a capture joined mid-connection), from both heads
+    swapped: Callable[[bytes, bytes], bool] | None = None
+
+
+class Registry:
+    """The protocols wireprobe knows, in the order their openings are tried."""
+
+    def __init__(self, specs: Sequence[ProtocolSpec]) -> None:
+        self.specs: tuple[ProtocolSpec, ...] = tuple(specs)
+        self._by_name = {spec.name: spec for spec in self.specs}
+        #: port -> protocol; the first registration of a port wins
+        self.port_hints: Mapping[int, str] = _port_hints(self.specs)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Protocol names, in registration order (``--port PROTO=PORT`` accepts these)."""
+        return tuple(self._by_name)
+
+    @property
+    def message_protocols(self) -> tuple[str, ...]:
+        """Protocols whose connections carry messages once decoded."""
+        return tuple(spec.name for spec in self.specs if spec.messages)
+
+    @property
+    def titles(self) -> dict[str, str]:
+        """name -> how reports print it."""
+        return {spec.name: spec.title for spec in self.specs}
+
+    def get(self, name: str) -> ProtocolSpec | None:
+        return self._by_name.get(name)
+
+    def classify(self, head: bytes, *, first: bool) -> str | None:
+        """The protocol ``head`` (a direction's first bytes) shows; "" if none, None if unsure."""
+        unsure = first and len(head) < 8
+        for spec in self.specs:
+            if spec.opening is None:
+                continue
+            verdict = spec.opening(head)
+            if verdict:
+                return spec.name
+            unsure = unsure or verdict is None
+        for spec in self.specs:
+            if spec.midstream is not None and spec.midstream(head):
+                return spec.name
+        return None if unsure and len(head) < MAX_DETECT_BYTES else ""
+
+
+def _port_hints(specs: Sequence[ProtocolSpec]) -> dict[int, str]:
+    hints: dict[int, str] = {}
+    for spec in specs:
+        for port in spec.ports:
+            hints.setdefault(port, spec.name)
+    return hints
+
+
+def _lazy(target: str) -> Callable[[bytes], Verdict]:
+    """A detector that lives in its protocol's module ("module:function"), imported on the
+    first call so that detection does not import every decoder."""
+    found: list[Callable[[bytes], Verdict]] = []
+
+    def detector(head: bytes) -> Verdict:
+        if not found:
+            module_name, _, attr = target.partition(":")
+            found.append(getattr(importlib.import_module(module_name), attr))
+        return found[0](head)
+
+    return detector
+
+
+#: The protocols, one registration each; the order is the decision list of content detection
+#: (DESIGN.md section 6).  Adding a protocol: its package under analyzer/protocols/ and a line here.
+REGISTRY = Registry(
+    (
+        ProtocolSpec(
+            name="http2",
+            title="HTTP/2",
+            decoder="analyzer.protocols.http2:Http2Decoder",
+            opening=_opens_with(HTTP2_PREFACE),
+            swapped=_client_opens(_opens_with(HTTP2_PREFACE)),
+        ),
+        ProtocolSpec(
+            name="amqp",
+            title="AMQP 0-9-1",
+            decoder="analyzer.protocols.amqp:AmqpDecoder",
+            opening=_opens_with(AMQP_HEADER),
+            midstream=_is_amqp_frame,
+            ports=(5672,),
+            swapped=_client_opens(_opens_with(AMQP_HEADER)),
+        ),
+        ProtocolSpec(
+            name="http1",
+            title="HTTP/1.1",
+            decoder="analyzer.protocols.http1:Http1Decoder",
+            opening=_http1_opening,
+            ports=(80, 8080, 8000),
+            swapped=_http1_swapped,
+        ),
+        ProtocolSpec(
+            name="tls",
+            title="TLS (undecrypted)",
+            decoder="analyzer.tls:TlsDecoder",
+            opening=_tls_opening,
+            ports=(443, 8443, 5671, 8883),
+            messages=False,
+        ),
+        ProtocolSpec(
+            name="mqtt",
+            title="MQTT",
+            decoder="analyzer.protocols.mqtt:MqttDecoder",
+            opening=_lazy("analyzer.protocols.mqtt:detect_connect"),
+            ports=(1883,),
+            swapped=_client_opens(_lazy("analyzer.protocols.mqtt:detect_connect")),
+        ),
+        ProtocolSpec(
+            name="nats",
+            title="NATS",
+            decoder="analyzer.protocols.nats:NatsDecoder",
+            opening=_lazy("analyzer.protocols.nats:detect_opening"),
+            ports=(4222,),
+        ),
+        # Reached only through an HTTP/1.1 Upgrade (analyzer/protocols/http1.py): no opening.
+        ProtocolSpec(
+            name="websocket",
+            title="WebSocket",
+            decoder="analyzer.protocols.websocket:WebSocketDecoder",
+        ),
+    )
+)
+
+#: Ports that hint at a protocol when content cannot decide (IANA registrations and habits).
+PORT_HINTS: Mapping[int, str] = REGISTRY.port_hints
+#: protocol -> "module:Class" of its decoder (tests empty it to decode everything as opaque).
+DECODERS: Mapping[str, str] = {spec.name: spec.decoder for spec in REGISTRY.specs}
 
 
 def detect(
@@ -100,11 +258,12 @@ def detect(
     options: DecodeOptions,
     *,
     final: bool = False,
+    registry: Registry = REGISTRY,
 ) -> str | None:
     """Decide the protocol from the first bytes of each direction.
 
     Returns None while more bytes could change the answer (unless ``final``), else one of
-    "http1", "http2", "amqp", "tls", "unknown".
+    ``registry.names`` or "unknown".
     """
     # 1. The user's word beats everything.
     for port in ports:
@@ -113,7 +272,7 @@ def detect(
     # 2. Content: the originator's first bytes, then the responder's (mid-connection captures).
     verdicts = []
     for head in (orig, resp):
-        verdict = _classify(head, first=True) if head else None
+        verdict = registry.classify(head, first=True) if head else None
         if verdict:
             return verdict
         verdicts.append(verdict)
@@ -121,24 +280,16 @@ def detect(
         return None
     # 3. Ports only as a hint.
     for port in sorted(ports):
-        if port in PORT_HINTS:
-            return PORT_HINTS[port]
+        if port in registry.port_hints:
+            return registry.port_hints[port]
     return "unknown"
 
 
-def _roles_swapped(protocol: str, orig: bytes, resp: bytes) -> bool:
+def _roles_swapped(protocol: str, orig: bytes, resp: bytes, registry: Registry) -> bool:
     """The connection's ``resp`` is the client: a capture joined mid-connection whose first
     packet came from the server, on a port that does not say which side serves."""
-    if protocol == "http1":
-        return bool(
-            (_REQUEST_LINE.match(resp) and not _REQUEST_LINE.match(orig))
-            or (_STATUS_LINE.match(orig) and not _STATUS_LINE.match(resp))
-        )
-    if protocol == "http2":
-        return resp.startswith(HTTP2_PREFACE) and not orig.startswith(HTTP2_PREFACE)
-    if protocol == "amqp":
-        return resp.startswith(AMQP_HEADER) and not orig.startswith(AMQP_HEADER)
-    return False
+    spec = registry.get(protocol)
+    return spec is not None and spec.swapped is not None and spec.swapped(orig, resp)
 
 
 class _Swapped:
@@ -242,8 +393,10 @@ class DetectingDecoder:
         ports: tuple[int, int],
         *,
         protocol: str | None = None,
+        registry: Registry = REGISTRY,
     ) -> None:
         self._ids = ids
+        self._registry = registry
         self._options = options
         self._ports = ports
         self._held: list[_Held] = []
@@ -268,12 +421,17 @@ class DetectingDecoder:
 
     def _decide(self, final: bool) -> list[Event]:
         protocol = detect(
-            self._heads[ORIG], self._heads[RESP], self._ports, self._options, final=final
+            self._heads[ORIG],
+            self._heads[RESP],
+            self._ports,
+            self._options,
+            final=final,
+            registry=self._registry,
         )
         if protocol is None:
             return []
         self._inner = self._build(protocol)
-        if _roles_swapped(protocol, self._heads[ORIG], self._heads[RESP]):
+        if _roles_swapped(protocol, self._heads[ORIG], self._heads[RESP], self._registry):
             self._inner = _Swapped(self._inner)
         events: list[Event] = []
         for call, direction, value, ordinal, ts in self._held:

@@ -111,6 +111,9 @@ class MessageAnswered:
     message: int
     ordinal: int
     ts: float
+    #: waits on the critical path this answer ends: 2 for an MQTT QoS 2 PUBREC, whose sender
+    #: then waits again (PUBREL, PUBCOMP) before the flow is over (DESIGN.md section 4)
+    waits: int = 1
 
 
 @dataclass(slots=True)

@@ -18,19 +18,15 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from analyzer.detect import REGISTRY
 from analyzer.pipeline import Analysis
 from analyzer.records import Record
 
 WARNING = "warning"
 NOTE = "note"
 
-PROTOCOL_NAMES = {
-    "http1": "HTTP/1.1",
-    "http2": "HTTP/2",
-    "amqp": "AMQP 0-9-1",
-    "tls": "TLS (undecrypted)",
-    "unknown": "unknown",
-}
+#: protocol -> printed name, from the registry of protocols (analyzer/detect.py)
+PROTOCOL_NAMES = {**REGISTRY.titles, "unknown": "unknown"}
 
 #: Retransmitted bytes at or above this share of the wire bytes make a finding: one percent is
 #: where TCP loss starts to cost more than the framing differences the tool measures.

@@ -15,6 +15,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 
 from analyzer.accounting import ConnectionLedger
+from analyzer.budget import (
+    HALF_OPEN_TIMEOUT_S,
+    CaptureClock,
+    IdleMarks,
+    TableCounters,
+    eviction_victims,
+    half_open,
+)
 from analyzer.detect import PORT_HINTS, DetectingDecoder, OpaqueDecoder
 from analyzer.events import (
     CONTROL,
@@ -58,6 +66,13 @@ MAX_EARLY_ACKS = 64
 #: section 3 resets only on an exact match (in-window RSTs get a challenge ACK); a capture may
 #: miss segments before it, so allow one unscaled window (64 KiB), no more.
 RST_WINDOW_BYTES = 64 * 1024
+
+#: Flag sets no conforming stack sends (RFC 9293 section 3.10.7: a SYN carries no FIN, an RST
+#: ends the connection so neither SYN nor FIN can ride on it; scanners send them to fingerprint
+#: stacks): indexed by ``flags & (SYN | FIN | RST)``, nonzero where the set is contradictory.
+_CONTRADICTORY = tuple(
+    0xFF if bin(index).count("1") > 1 else 0 for index in range((SYN | FIN | RST) + 1)
+)
 
 #: The fast path's one read of a frame: Ethernet type, then the 20-byte IPv4 header (version/IHL,
 #: total length, flags/fragment offset, protocol), then source and destination addresses and the
@@ -296,9 +311,12 @@ class FlowTable:
         #: flow key (``flow_key``) -> entry, one key per orientation of the 4-tuple
         self._table: dict[bytes, _Entry] = {}
         self._next_sweep = 0.0
-        #: a packet already reached the sweep time; the next one confirms the clock
-        self._sweep_armed = False
-        self._armed_ts = 0.0
+        # The state budget (analyzer/budget.py): the capture clock sweeps go by, when connections
+        # stamped ahead of it went quiet, the bound on open connections and what it did.
+        self._clock = CaptureClock()
+        self._marks = IdleMarks()
+        self._max_open = options.max_open_connections
+        self.counters = TableCounters()
         self._idle_s = options.idle_timeout_s
         self._transport_only = options.transport_only
 
@@ -515,7 +533,9 @@ class FlowTable:
             # seq = next - 1 and would shift the stream by one byte.
             self._pure_ack(conn, direction, flags, ack, link, ip, tcp, ordinal, ts)
             return
-        if flags & FIN and not conn.fin[direction]:
+        if flags & FIN and not flags & RST and not conn.fin[direction]:
+            # (With RST the FIN says nothing more: the reset already ended both directions,
+            # and the segment may be the first of a direction, with no stream to end.)
             self._fin(conn, direction, seq, plen, ordinal, ts)
         if flags & ACK:
             other = conn.asm[1 - direction]
@@ -618,6 +638,8 @@ class FlowTable:
         ordinal: int,
         ts: float,
     ) -> None:
+        if flags & _CONTRADICTORY[flags & (SYN | FIN | RST)]:
+            conn.anomalies["tcp.bad_flags"] = conn.anomalies.get("tcp.bad_flags", 0) + 1
         if flags & RST:
             asm = conn.asm[direction]
             if asm.base is not None and abs(asm.offset(seq) - asm.next) > RST_WINDOW_BYTES:
@@ -683,6 +705,7 @@ class FlowTable:
     def _open(
         self, src: bytes, sport: int, dst: bytes, dport: int, flags: int, ts: float
     ) -> _Entry:
+        self._budget(ts)
         if _orig_is_source(flags, sport, dport):
             orig, resp = (src, sport), (dst, dport)
         else:
@@ -697,7 +720,37 @@ class FlowTable:
         backward = (conn, 1, conn.asm[1], conn.asm[0], conn.fast[1])
         self._table[flow_key(orig[0], orig[1], resp[0], resp[1])] = forward
         self._table[flow_key(resp[0], resp[1], orig[0], orig[1])] = backward
+        self.counters.peak_open = max(self.counters.peak_open, len(self._table) // 2)
         return forward if orig == (src, sport) else backward
+
+    def _budget(self, ts: float) -> None:
+        """Before a connection opens: the clock hears of it, and the bound makes room.
+
+        Every new connection is an observation of the clock (SYNs always take the general
+        path, so both paths see the same ones): a clock that stepped back, whose packets never
+        reach the next sweep time, is confirmed here and the sweeps start again from it."""
+        clock = self._clock
+        jumps = clock.jumps
+        now = clock.observe(ts)
+        if clock.jumps != jumps and now < self._next_sweep:
+            self._next_sweep = now
+        if len(self._table) >= 2 * self._max_open:
+            self._evict()
+
+    def _evict(self) -> None:
+        """The table is full: evict a batch, half-open connections first, then the longest
+        idle (oldest last packet), each counted and marked ``tcp.evicted``."""
+        conns = [entry[0] for entry in self._table.values() if not entry[1]]
+        for conn in eviction_victims(conns, self._max_open):
+            conn.anomalies["tcp.evicted"] = conn.anomalies.get("tcp.evicted", 0) + 1
+            self.counters.evicted += 1
+            self._finish(conn, conn.last_ts)
+
+    def budget_report(self) -> dict[str, int] | None:
+        """What the state budget did, when it did more than retire idle connections."""
+        if not self.counters.acted():
+            return None
+        return self.counters.as_record(self._max_open)
 
     def _finish(self, conn: Connection, ts: float) -> None:
         orig, resp = conn.orig, conn.resp
@@ -707,28 +760,36 @@ class FlowTable:
         ):
             if self._table.get(key, (None,))[0] is conn:
                 del self._table[key]
+        self._marks.forget(conn)
         conn.finish(max(ts, conn.last_ts))
         self._on_finished(conn)
 
     def _sweep(self, ts: float) -> None:
-        # One packet with a timestamp far ahead (a bit flip, a clock step) must not make every
-        # connection look idle: sweep when a second packet confirms the clock, at the older ts.
-        if not self._sweep_armed:
-            self._sweep_armed = True
-            self._armed_ts = ts
+        # The capture clock, not this packet's timestamp: one packet stamped far ahead (a bit
+        # flip, a clock step) must not make every connection look idle, nor one far behind
+        # stop the sweeps.  While a jump waits for confirmation, nothing is retired and the
+        # next packets (still past the sweep time) are asked again.
+        clock = self._clock
+        now = clock.observe(ts)
+        if clock.pending:
             return
-        self._sweep_armed = False
-        ts = min(ts, self._armed_ts)
-        self._next_sweep = ts + SWEEP_INTERVAL_S
+        self._next_sweep = now + SWEEP_INTERVAL_S
         idle = self._idle_s
+        marks = self._marks
         done = []
+        timeouts = 0
         for conn, direction, *_ in self._table.values():
             if direction:
                 continue
-            if ts - conn.last_ts > idle or (
-                conn.closed_ts is not None and ts - conn.closed_ts > CLOSED_LINGER_S
+            idle_for = marks.idle_s(conn, now)
+            if idle_for > idle or (
+                conn.closed_ts is not None and now - conn.closed_ts > CLOSED_LINGER_S
             ):
                 done.append(conn)
+            elif idle_for > HALF_OPEN_TIMEOUT_S and half_open(conn):
+                done.append(conn)
+                timeouts += 1
+        self.counters.half_open_timeouts += timeouts
         for conn in sorted(done, key=lambda c: (c.first_ts, c.id)):
             self._finish(conn, conn.last_ts)
 

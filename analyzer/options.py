@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from analyzer.budget import MAX_OPEN_CONNECTIONS
+
 if TYPE_CHECKING:
     from analyzer.keylog import KeyLog
 
@@ -36,3 +38,5 @@ class AnalyzeOptions:
     #: take the fused per-packet fast path for common segments (False: the general path only;
     #: tests compare the two, which must give identical results)
     fast_path: bool = True
+    #: connections open at once before the longest idle are evicted (analyzer/budget.py)
+    max_open_connections: int = MAX_OPEN_CONNECTIONS

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
-from analyzer.capture import SECRETS_TLS_KEY_LOG, CaptureSet, RawPacket
+from analyzer.capture import CaptureSet, RawPacket
 from analyzer.flows import Connection, FlowTable
-from analyzer.keylog import KeyLog
+from analyzer.keylog import KeyLog, secrets_block
 from analyzer.options import AnalyzeOptions
 from analyzer.records import Record, Summary, connection_records
 
@@ -39,6 +39,8 @@ class Analysis:
     skipped: dict[str, int] = field(default_factory=dict)
     connections: int = 0
     messages: int = 0
+    #: what the connection table's state budget did, when it did (analyzer/budget.py)
+    connection_table: dict[str, int] | None = None
 
     def header(self) -> dict[str, Any]:
         return {
@@ -47,6 +49,7 @@ class Analysis:
             "packets": self.packets,
             "tcp_packets": self.tcp_packets,
             "skipped_packets": self.skipped,
+            **({"connection_table": self.connection_table} if self.connection_table else {}),
         }
 
 
@@ -79,9 +82,8 @@ def analyze(
         keylog = KeyLog()
         options = replace(options, decode=replace(options.decode, keylog=keylog))
 
-    def secrets(kind: int, data: bytes) -> None:
-        if kind == SECRETS_TLS_KEY_LOG and keylog is not None:
-            keylog.add_text(data)
+    def secrets(kind: int, data: bytes) -> str | None:
+        return secrets_block(keylog, kind, data)
 
     captures = CaptureSet(paths, stdin=stdin, on_secrets=secrets)
     table = FlowTable(options, finished)
@@ -94,6 +96,7 @@ def analyze(
         packets = captures if packet_filter is None else packet_filter(captures)
         result.packets, result.tcp_packets = table.run(packets, skipped)
         table.close()
+        result.connection_table = table.budget_report()
     finally:
         gc.set_threshold(*thresholds)
     result.skipped = dict(sorted(skipped.items()))

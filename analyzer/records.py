@@ -13,6 +13,7 @@ from typing import Any
 
 from analyzer.accounting import MessageState, message_fields, new_row
 from analyzer.communityid import community_id
+from analyzer.detect import REGISTRY
 from analyzer.events import (
     CONTROL,
     LAYER_NAMES,
@@ -28,7 +29,7 @@ from analyzer.roundtrips import message_round_trips, setup_round_trips
 Record = dict[str, Any]
 
 #: Protocols whose connections carry messages once decoded.
-MESSAGE_PROTOCOLS = ("http1", "http2", "amqp")
+MESSAGE_PROTOCOLS = REGISTRY.message_protocols
 
 
 def _layers(row: list[int]) -> dict[str, int]:
@@ -86,7 +87,7 @@ def connection_records(conn: Connection) -> tuple[Record, Iterator[Record]]:
     shared = ledger.bucket(SETUP) + ledger.bucket(TEARDOWN) + ledger.bucket(CONTROL)
     share = shared / count if count else 0.0
     timings = ledger.timings()
-    trips = message_round_trips(timings)
+    trips = message_round_trips(timings, ledger.waits)
     first = min((t[1] for t in timings if t[1] >= 0), default=None)
     bound = first if first is not None else ledger.setup_hint
     setup_trips = setup_round_trips(conn.tcp_handshake, ledger.turns, bound)

@@ -19,6 +19,7 @@ from typing import IO, Any
 from rich.console import Console
 from rich.table import Table
 
+from analyzer import escape
 from analyzer.findings import (
     PROTOCOL_NAMES,
     Finding,
@@ -183,7 +184,7 @@ class Collector:
         self._conns.seek(0)
         for line in self._conns:
             record = json.loads(line)
-            writer.writerow(_csv_row(record, _sources(analysis, record)))
+            writer.writerow(escape.csv_row(_csv_row(record, _sources(analysis, record))))
         self._conns.close()
 
 
@@ -465,8 +466,17 @@ UNWRAPPED_COLUMNS = ("id", "connection", "protocol")
 
 def render_table(view: ReportView) -> str:
     buffer = io.StringIO()
-    console = Console(file=buffer, width=TABLE_WIDTH, force_terminal=False, color_system=None)
-    console.print(_totals_line(view.analysis), highlight=False)
+    # markup, emoji and highlighting off: every string printed here is data (analyzer/escape.py).
+    console = Console(
+        file=buffer,
+        width=TABLE_WIDTH,
+        force_terminal=False,
+        color_system=None,
+        markup=False,
+        emoji=False,
+        highlight=False,
+    )
+    console.print(escape.terminal_text(_totals_line(view.analysis)))
     for title, headers, rows, legend in _sections(view):
         if not rows:
             continue
@@ -479,29 +489,32 @@ def render_table(view: ReportView) -> str:
                 no_wrap=name in UNWRAPPED_COLUMNS,
             )
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*map(escape.terminal_text, row))
         console.print(table)
     health_table = Table(title="Health", title_justify="left", show_header=False)
     health_table.add_column("quantity")
     health_table.add_column("value")
     for name, value in health_lines(view.health):
-        health_table.add_row(name, value)
+        health_table.add_row(name, escape.terminal_text(value))
     console.print(health_table)
     if view.findings:
-        console.print("Findings", highlight=False)
+        console.print("Findings")
     for finding in view.findings:
-        console.print(f"• {finding.severity}: {finding.message}", highlight=False)
+        console.print(escape.terminal_text(f"• {finding.severity}: {finding.message}"))
     return buffer.getvalue()
 
 
 def _md_table(headers: tuple[str, ...] | list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    out += ["| " + " | ".join(row) + " |" for row in rows]
+    def line(cells: tuple[str, ...] | list[str]) -> str:
+        return "| " + " | ".join(map(escape.markdown, cells)) + " |"
+
+    out = [line(headers), "|" + "---|" * len(headers)]
+    out += [line(row) for row in rows]
     return "\n".join(out) + "\n"
 
 
 def render_markdown(view: ReportView) -> str:
-    parts = ["# wireprobe analysis\n", _totals_line(view.analysis) + "\n"]
+    parts = ["# wireprobe analysis\n", escape.markdown(_totals_line(view.analysis)) + "\n"]
     for title, headers, rows, legend in _sections(view):
         if not rows:
             continue
@@ -513,5 +526,7 @@ def render_markdown(view: ReportView) -> str:
         _md_table(["quantity", "value"], [list(h) for h in health_lines(view.health)]),
     ]
     if view.findings:
-        parts += ["## Findings\n"] + [f"- {f.severity}: {f.message}\n" for f in view.findings]
+        parts += ["## Findings\n"] + [
+            f"- {f.severity}: {escape.markdown(f.message)}\n" for f in view.findings
+        ]
     return "\n".join(parts).rstrip("\n") + "\n"

@@ -23,7 +23,7 @@ HTTP/2 and AMQP negotiation).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from analyzer.events import ORIG, RESP
 
@@ -31,15 +31,26 @@ from analyzer.events import ORIG, RESP
 MessageTiming = tuple[int, int, int | None]
 
 
-def message_round_trips(messages: Sequence[MessageTiming]) -> list[float]:
-    """Round trips charged to each message, in the order given."""
+def message_round_trips(
+    messages: Sequence[MessageTiming], waits: Mapping[int, int] | None = None
+) -> list[float]:
+    """Round trips charged to each message, in the order given.
+
+    ``waits`` maps a message's index to the waits its answer ends when that is not one: an MQTT
+    QoS 2 flow waits for PUBREC and then, after PUBREL, for PUBCOMP, so its answer counts two.
+    """
     result = [0.0] * len(messages)
     for sender in (ORIG, RESP):
-        _charge_sender(messages, sender, result)
+        _charge_sender(messages, sender, result, waits or {})
     return result
 
 
-def _charge_sender(messages: Sequence[MessageTiming], sender: int, result: list[float]) -> None:
+def _charge_sender(
+    messages: Sequence[MessageTiming],
+    sender: int,
+    result: list[float],
+    waits: Mapping[int, int],
+) -> None:
     # Sends sort before answers at the same ordinal: a response seen without its request
     # (mid-connection) is started and answered by the same packet.
     events: list[tuple[int, int, int]] = []
@@ -59,7 +70,7 @@ def _charge_sender(messages: Sequence[MessageTiming], sender: int, result: list[
             waited_on = len(outstanding)
         elif index in outstanding:
             outstanding.discard(index)
-            result[index] = 1.0 / max(waited_on, 1)
+            result[index] = waits.get(index, 1) / max(waited_on, 1)
 
 
 def setup_round_trips(

@@ -86,6 +86,8 @@ class ShardResult:
     tcp_packets: int
     skipped: dict[str, int]
     connections: int
+    #: what the shard's connection-table budget did (``Analysis.connection_table``), or None
+    connection_table: dict[str, int] | None
     #: the group's capture records (bucket 0 only; the other buckets read the same files)
     captures: list[Record]
     #: where its records are: files on a shared disk, or their bytes from a remote worker
@@ -116,14 +118,18 @@ def run_shard(spec: ShardSpec, report: Reporter | None = None) -> ShardResult:
         return keep_bucket(packets, spec.bucket, spec.buckets)
 
     try:
-        analysis = analyze(spec.paths, spec.options, on_record=spool.add, packet_filter=only_bucket)
-        files = spool.close()
-    except WireprobeError as err:
-        spool.discard()
-        # Re-raised as the one-argument ShardError: exceptions cross processes by pickling,
-        # and CaptureError's two-argument constructor would not survive the trip.
-        raise ShardError(f"{_describe(spec)}: {err}") from None
-    try:
+        try:
+            analysis = analyze(
+                spec.paths, spec.options, on_record=spool.add, packet_filter=only_bucket
+            )
+            files = spool.close()
+        except BaseException as err:
+            spool.discard()
+            if isinstance(err, WireprobeError):
+                # Re-raised as the one-argument ShardError: exceptions cross processes by
+                # pickling, and CaptureError's two-argument constructor would not survive it.
+                raise ShardError(f"{_describe(spec)}: {err}") from None
+            raise
         return ShardResult(
             group=spec.group,
             bucket=spec.bucket,
@@ -131,6 +137,7 @@ def run_shard(spec: ShardSpec, report: Reporter | None = None) -> ShardResult:
             tcp_packets=analysis.tcp_packets,
             skipped=analysis.skipped,
             connections=analysis.connections,
+            connection_table=analysis.connection_table,
             captures=analysis.captures if spec.bucket == 0 else [],
             spool=pack(files) if own_dir else files,
             cpu_s=time.thread_time() - started,
@@ -286,16 +293,18 @@ class _Tally:
 
 
 def _collect(
-    executor: Executor, specs: Sequence[ShardSpec], tally: _Tally, inline: bool
+    executor: Executor, specs: Sequence[ShardSpec], tally: _Tally, inline: bool, directory: str
 ) -> list[ShardResult]:
-    """Run every shard; the first failure cancels the rest and raises ``ShardError``."""
+    """Run every shard; the first failure cancels the rest and raises ``ShardError``.  A remote
+    shard's spool goes to ``directory`` as soon as it arrives, so the parent holds at most one
+    shard's records in memory, however many shards the cluster ran."""
     report = tally.reading if inline and tally.wanted else None
     futures: dict[Future[ShardResult], int] = {
         executor.submit(run_shard, spec, report): i for i, spec in enumerate(specs)
     }
     try:
         for future in as_completed(futures):
-            tally.finished(_result(future, specs[futures[future]]))
+            tally.finished(_on_disk(_result(future, specs[futures[future]]), directory))
     except BaseException:
         for pending in futures:
             pending.cancel()
@@ -350,20 +359,36 @@ def _captures(results: Sequence[ShardResult], groups: Sequence[InputGroup]) -> l
     return out
 
 
-def _spools(results: Sequence[ShardResult], directory: str) -> list[SpoolFiles]:
-    spools = []
-    for r in results:
-        if isinstance(r.spool, PackedSpool):
-            spools.append(unpack(r.spool, directory, f"g{r.group}b{r.bucket}"))
-        else:
-            spools.append(r.spool)
-    return spools
+def _on_disk(result: ShardResult, directory: str) -> ShardResult:
+    if not isinstance(result.spool, PackedSpool):
+        return result
+    files = unpack(result.spool, directory, f"g{result.group}b{result.bucket}")
+    return replace(result, spool=files)
+
+
+#: Budget figures that add across shards (each connection lives in exactly one shard); the
+#: others (the bound, the peak of open connections, the capture clock's jumps, which every shard
+#: whose packets straddle a jump sees) take the largest shard's value.
+_ADDITIVE_BUDGET = frozenset({"evicted_connections", "half_open_timeouts"})
+
+
+def _merge_budgets(tables: Sequence[dict[str, int] | None]) -> dict[str, int] | None:
+    present = [t for t in tables if t]
+    if not present:
+        return None
+    merged: dict[str, int] = {}
+    for table in present:
+        for name, value in table.items():
+            if name in _ADDITIVE_BUDGET:
+                merged[name] = merged.get(name, 0) + value
+            else:
+                merged[name] = max(merged.get(name, value), value)
+    return merged
 
 
 def merge_results(
     results: Sequence[ShardResult],
     groups: Sequence[InputGroup],
-    directory: str,
     on_record: OnRecord | None,
 ) -> Analysis:
     """One ``Analysis`` from every shard's: totals add, records stream in canonical order."""
@@ -374,9 +399,11 @@ def merge_results(
         result.tcp_packets += r.tcp_packets
         skipped.update(r.skipped)
     result.skipped = dict(sorted(skipped.items()))
+    result.connection_table = _merge_budgets([r.connection_table for r in results])
     result.captures = _captures(results, groups)
     summary = Summary()
-    for record, messages in merge(_spools(results, directory)):
+    spools = [r.spool for r in results if isinstance(r.spool, SpoolFiles)]
+    for record, messages in merge(spools):
         summary.add(record)
         result.connections += 1
         result.messages += record["messages"] or 0
@@ -410,12 +437,13 @@ def analyze_sharded(
         tally = _Tally(specs, on_progress)
         listener = _listen(reports, tally) if reports is not None and on_progress else None
         try:
-            results = _collect(executor, specs, tally, isinstance(executor, _InlineExecutor))
+            inline = isinstance(executor, _InlineExecutor)
+            results = _collect(executor, specs, tally, inline, directory)
         finally:
             if listener is not None:
                 reports.put(None)
                 listener.join()
-        return merge_results(results, groups, directory, on_record)
+        return merge_results(results, groups, on_record)
 
 
 def _listen(reports: Any, tally: _Tally) -> threading.Thread:

@@ -46,23 +46,34 @@ REPEAT_SPACING_S = 1000.0
 
 
 def repeat_capture(source: str, copies: int, out: Path) -> int:
-    """Write ``copies`` back-to-back replays of ``source`` as one nanosecond pcap."""
-    packets = list(CaptureSet([source]))
-    if not packets:
+    """Write ``copies`` back-to-back replays of ``source`` as one nanosecond pcap.
+
+    The source is read once for its time span and then once per copy, never held: this
+    process's memory must stay small, because a child's peak RSS (``ru_maxrss``) on Linux
+    counts the pages of the process it was forked from, so a large list of packets here
+    would show up as every measured command's peak memory."""
+    first = last = None
+    link_types: set[int] = set()
+    packets = 0
+    for ts, link_type, _, _ in CaptureSet([source]):
+        first = ts if first is None else first
+        last = ts
+        link_types.add(link_type)
+        packets += 1
+    if first is None or last is None:
         raise SystemExit(f"{source}: no packets")
-    link_types = {p[1] for p in packets}
     if len(link_types) != 1:
         raise SystemExit(f"{source}: several link types; --repeat needs one")
-    span = packets[-1][0] - packets[0][0] + REPEAT_SPACING_S
+    span = last - first + REPEAT_SPACING_S
     with open(out, "wb") as f:
         f.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 262144, link_types.pop()))
         for i in range(copies):
-            for ts, _, orig_len, data in packets:
+            for ts, _, orig_len, data in CaptureSet([source]):
                 t = ts + i * span
                 sec = int(t)
                 f.write(struct.pack("<IIII", sec, int((t - sec) * 1e9), len(data), orig_len))
                 f.write(data)
-    return len(packets) * copies
+    return packets * copies
 
 
 def run(cmd: list[str]) -> tuple[float, float, float]:

@@ -7,7 +7,8 @@
 # (h2load --h1 against the same nginx, keep-alive), OUTDIR/amqp.pcap (pika against the RabbitMQ
 # on 127.0.0.1:5672, guest/guest) and OUTDIR/mixed.pcap (the three merged in time order by
 # mergecap).  OUTDIR defaults to /tmp/wireprobe-bench: a capture this large does not belong in git.
-# SCALE (default 1) multiplies the request and message counts; at 1 the mixed file is above
+# SCALE (default 1) multiplies the request and message counts (H2_REQUESTS, H1_REQUESTS and
+# AMQP_MESSAGES in the environment set them outright); at 1 the mixed file is above
 # 500,000 packets.  Needs nginx, h2load (nghttp2-client), tcpdump, mergecap (wireshark-common)
 # and pika (the project's `live` extra); it starts nginx on a free loopback port with a config in
 # a temporary directory and stops it by PID.
@@ -20,9 +21,9 @@ PYTHON=${PYTHON:-$HERE/../.venv/bin/python}
 [ -x "$PYTHON" ] || PYTHON=python3
 # Counts at SCALE 1, chosen so that each part is about a third of the mixed file (loopback's
 # 64 KiB MTU makes each small exchange a handful of packets: request, response, ACKs).
-H2_REQUESTS=$((60000 * SCALE))
-H1_REQUESTS=$((80000 * SCALE))
-AMQP_MESSAGES=$((30000 * SCALE))
+H2_REQUESTS=${H2_REQUESTS:-$((60000 * SCALE))}
+H1_REQUESTS=${H1_REQUESTS:-$((80000 * SCALE))}
+AMQP_MESSAGES=${AMQP_MESSAGES:-$((30000 * SCALE))}
 # Response body: a small JSON-sized object, the case where framing overhead matters.
 BODY_BYTES=512
 

@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v tshark >/dev/null 2>&1 || need_apt+=(tshark)      # the second opinion (pyshark)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)  # opens the HTML reports
+command -v mosquitto >/dev/null 2>&1 || need_apt+=(mosquitto)  # the live MQTT broker
 if ((${#need_apt[@]})); then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     export DEBIAN_FRONTEND=noninteractive
@@ -25,6 +26,15 @@ if ! amqp_up && command -v rabbitmq-server >/dev/null 2>&1; then
     echo "wireprobe tests: starting RabbitMQ" >&2
     rabbitmq-server -detached >/dev/null 2>&1 || true
     for _ in $(seq 60); do amqp_up && break; sleep 1; done
+fi
+
+# The live MQTT tests talk to a real Mosquitto on 127.0.0.1:1883; without a configuration file
+# Mosquitto 2 listens on loopback only and lets anonymous clients in, which is what they need.
+mqtt_up() { (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; }
+if ! mqtt_up && command -v mosquitto >/dev/null 2>&1; then
+    echo "wireprobe tests: starting Mosquitto" >&2
+    mosquitto -d >/dev/null 2>&1 || true
+    for _ in $(seq 20); do mqtt_up && break; sleep 0.5; done
 fi
 
 PYTHON=${PYTHON:-python3}

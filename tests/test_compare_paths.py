@@ -308,8 +308,8 @@ def _closed_port() -> int:
 
 
 def test_live_run_lists_what_it_could_not_run_and_still_reports(tmp_path: Path) -> None:
-    # No broker at this URL: every AMQP case fails, the HTTP ones run; the HTTP 202 legs cannot
-    # run live at all.  The run must report, not raise.
+    # No broker at this URL: every AMQP case fails, the HTTP ones run; pipelining cannot run
+    # live at all.  The run must report, not raise.
     live = CompareOptions(
         messages=2,
         payloads=(16,),
@@ -325,12 +325,12 @@ def test_live_run_lists_what_it_could_not_run_and_still_reports(tmp_path: Path) 
     reasons = {(n.case.mode, n.case.tls): n.reason for n in result.not_run}
     assert "live run failed" in reasons["amqp confirm", "off"]
     assert "live run failed" in reasons["amqp confirm", "1.3"]
-    assert "200 only" in reasons["http1 POST 202", "off"]
+    assert "does not pipeline" in reasons["http1 pipelined x8", "off"]
     assert {n.case.tls for n in result.not_run if n.case.protocol == "amqp"} == {"off", "1.3"}
     assert all(c.protocol == "http1" for c in result.matrix.cases)
     assert {c.key for c in report.claims} >= {"http-per-request", "queue-lighter"}
     text = (out / "report.md").read_text()
-    assert "## Cases not run" in text and "200 only" in text
+    assert "## Cases not run" in text and "does not pipeline" in text
     document = json.loads((out / "compare.json").read_text())
     assert document["source"] == "live"
     assert len(document["not_run"]) == len(result.not_run)
@@ -364,6 +364,10 @@ def test_live_run_has_every_case_tls_included_beside_the_synthetic_one(tmp_path:
     assert {(c.protocol, c.tls) for c in result.measurements} == {
         (p, t) for p in ("http1", "http2", "amqp") for t in ("off", "1.3")
     }
+    # Every path, every leg, live too: the 202 notifications and the RPC's four legs.
+    assert {(p.path.key, p.tls) for p in result.matrix.paths} == {
+        (p.key, t) for p in PATHS for t in ("off", "1.3")
+    }
     for case, m in result.measurements.items():
         check_conservation(m.analysis)
         assert m.summary["messages"] == live.messages
@@ -380,3 +384,47 @@ def test_live_run_has_every_case_tls_included_beside_the_synthetic_one(tmp_path:
     assert all(ok for _, name, _, _, ok in rows if name == "handshakes")
     text = (tmp_path / "live" / "report.md").read_text()
     assert "## Live against synthetic" in text
+
+
+# -- the generator's new knobs -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["http1", "http2"])
+@pytest.mark.parametrize("status", [202, 204])
+def test_notification_answers_carry_no_body_and_match_the_truth(
+    tmp_path: Path, protocol: str, status: int
+) -> None:
+    from conftest import analyze_json
+
+    from analyzer.synth import Scenario, generate
+
+    generated = generate(Scenario(protocol=protocol, http_status=status, messages=3, payload=64))
+    generated.write(tmp_path / "n.pcap")
+    analysis = analyze_json([tmp_path / "n.pcap"])
+    check_conservation(analysis)
+    truth = generated.truth["summary"]
+    assert isinstance(truth, dict)
+    summary = analysis["summary"][protocol]
+    assert summary["payload_bytes"] == truth[protocol]["payload_bytes"] == 3 * 64
+    assert summary["marginal_bytes_per_message"] == truth[protocol]["marginal_bytes_per_message"]
+    wire = b"".join(f for _, f in generated.frames)
+    if protocol == "http1":
+        assert f"HTTP/1.1 {status} ".encode() in wire
+        assert (b"Content-Length: 0" in wire) == (status == 202)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"http_status": 500},
+        {"protocol": "amqp", "http_status": 202},
+        {"amqp_properties": "request"},
+        {"protocol": "amqp", "amqp_properties": "bogus"},
+    ],
+)
+def test_bad_notification_or_rpc_options_are_usage_errors(fields: dict[str, Any]) -> None:
+    from analyzer.errors import UsageError
+    from analyzer.synth import Scenario
+
+    with pytest.raises(UsageError):
+        Scenario(**fields).validate()

@@ -477,7 +477,7 @@ def headlines(result: CompareResult) -> list[str]:
     if len(open_conn) > 1:
         ranked = sorted(open_conn, key=lambda m: float(m.summary["marginal_bytes_per_message"]))
         lines.append(
-            f"On an open cleartext connection with {reference} B bodies, a message costs "
+            f"One hop only (an open cleartext connection, {reference} B bodies): a message costs "
             + ", ".join(
                 f"{m.summary['marginal_bytes_per_message']:.0f} B over {NAMES[m.case.protocol]}"
                 for m in ranked

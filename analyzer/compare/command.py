@@ -32,6 +32,8 @@ from analyzer.compare.render import (
     terminal_tables,
 )
 from analyzer.errors import UsageError
+from analyzer.escape import terminal_text
+from analyzer.output import plan, write_all
 
 DEFAULT_OUTPUT_DIR = Path("wireprobe-report")
 
@@ -67,10 +69,12 @@ def compare_command(
         for table in terminal_tables(result, verdicts):
             console.print(table)
         for line in headlines(result):
-            console.print(f"- {line}", highlight=False)
+            console.print(terminal_text(f"- {line}"))
         console.print(
-            f"Report written to {output_dir}/ (report.html, report.md, charts) "
-            f"in {result.elapsed_s:.1f} s."
+            terminal_text(
+                f"Report written to {output_dir}/ (report.html, report.md, charts) "
+                f"in {result.elapsed_s:.1f} s."
+            )
         )
     return Report(result=result, claims=verdicts, files=files)
 
@@ -135,5 +139,6 @@ def _move_into_place(staging: Path, output_dir: Path) -> None:
 
 
 def _write(path: Path, data: bytes) -> Path:
-    path.write_bytes(data)
+    # The one output writer (analyzer/output.py): a file is complete or absent, never cut.
+    write_all([(plan(path, force=True), data)])
     return path

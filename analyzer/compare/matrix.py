@@ -409,12 +409,6 @@ LIVE_UNSUPPORTED_MODES = ("amqp confirm-async", f"http1 pipelined x{IN_FLIGHT}")
 LIVE_UNSUPPORTED_REASONS = {
     "amqp confirm-async": "pika's blocking client has no asynchronous confirms",
     f"http1 pipelined x{IN_FLIGHT}": "httpx does not pipeline HTTP/1.1",
-    "http1 POST 202": "the live HTTP server answers 200 only",
-    "http2 POST 202": "the live HTTP server answers 200 only",
-    "amqp rpc request publish": "the live AMQP peers do not set reply_to and correlation_id",
-    "amqp rpc request deliver": "the live AMQP peers do not set reply_to and correlation_id",
-    "amqp rpc reply publish": "the live AMQP peers do not set reply_to and correlation_id",
-    "amqp rpc reply deliver": "the live AMQP peers do not set reply_to and correlation_id",
 }
 
 

@@ -5,12 +5,12 @@ values and text; the command writes the files and prints.
 from __future__ import annotations
 
 import base64
-import html
 from collections.abc import Sequence
 from typing import Any
 
 from rich.table import Table
 
+from analyzer import escape
 from analyzer.compare.charts import (
     CHART_NAMES,
     PROTOCOL_NAMES,
@@ -28,8 +28,10 @@ from analyzer.compare.sections import (
     GLOSSARY,
     HOW_TO_READ,
     LIVE_COLUMNS,
+    MARGINAL_NOTE,
     NOT_RUN_COLUMNS,
     PATH_COLUMNS,
+    PATHS_NOTE,
     TIMING_COLUMNS,
     live_rows,
     not_run_rows,
@@ -46,7 +48,7 @@ CHART_CAPTIONS = {
     "is the marginal cost, what one more message costs on an open connection.",
     "latency": "Time per message for one sender, from the counted round trips and loaded bytes, "
     "at a rack's, a region's and a cross-region RTT (each panel its own scale). Solid: the "
-    "strongest TLS setting measured; dashed: cleartext. " + MODEL,
+    "strongest TLS setting measured; dashed: cleartext.",
     "paths": "Marginal wire bytes of one message along its whole path, each leg in its own "
     "colour: a queued message is published and then delivered; an RPC over a broker crosses "
     "four legs; a reverse proxy adds a second hop to an HTTP call.",
@@ -145,7 +147,11 @@ def run_note(result: CompareResult) -> str:
 LIVE_NOTE = (
     "Each live case beside the same case generated (analyzer.synth), figure by figure; "
     "'NO' marks a difference beyond the stated tolerance (bytes: a share of the synthetic "
-    "figure, since real clients send other headers; counts: an absolute bound)."
+    "figure; counts: an absolute bound). Where they differ, the recordings show why: httpx and "
+    "hypercorn write an HTTP message's head and body in two segments, each acknowledged on its "
+    "own on loopback, with TCP timestamps (12 bytes a segment), and send more header fields "
+    "than the generator; with TLS 1.3 the server's session tickets arrive before the client's "
+    "first request, which the analyzer counts as one more setup round trip."
 )
 
 
@@ -173,7 +179,7 @@ def _terminal_table(title: str, rows: list[list[str]]) -> Table:
     for column in TERMINAL_COLUMNS:
         table.add_column(column, justify="left" if column == "case" else "right")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*map(escape.terminal_text, row))
     return table
 
 
@@ -199,27 +205,32 @@ def terminal_tables(result: CompareResult, claims: Sequence[Claim]) -> list[Tabl
     for p in path_figures(result):
         if p.case.tls == "off":
             t = p.total
-            paths.add_row(
+            cells = (
                 p.case.path.name,
                 str(len(p.legs)),
                 f"{t['marginal_bytes']:.0f}",
                 f"{t['loaded_bytes']:.0f}",
                 f"{t['round_trips']:.3f}",
             )
+            paths.add_row(*map(escape.terminal_text, cells))
     verdicts = Table(title="Claims, judged on this run's numbers", show_lines=True)
     verdicts.add_column("claim", ratio=2)
     verdicts.add_column("verdict")
     verdicts.add_column("why", ratio=3)
     for claim in claims:
         style = VERDICT_STYLES.get(claim.verdict, "")
-        verdicts.add_row(claim.text, f"[{style}]{claim.verdict}[/]", claim.explanation)
+        verdicts.add_row(
+            escape.terminal_text(claim.text),
+            escape.terminal_text(claim.verdict, style=style),
+            escape.terminal_text(claim.explanation),
+        )
     tables = [headline, modes, paths, verdicts]
     if result.not_run:
         skipped = Table(title="Cases not run")
         for column in NOT_RUN_COLUMNS:
             skipped.add_column(column)
         for row in not_run_rows(result):
-            skipped.add_row(*row)
+            skipped.add_row(*map(escape.terminal_text, row))
         tables.append(skipped)
     return tables
 
@@ -227,20 +238,28 @@ def terminal_tables(result: CompareResult, claims: Sequence[Claim]) -> list[Tabl
 # -- markdown -------------------------------------------------------------------------------
 
 
-def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+def _md_table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], bold: Sequence[int] = ()
+) -> str:
+    """A GFM table; every cell is escaped text (analyzer/escape.py), columns in ``bold`` bold."""
 
-    return "\n".join([line(headers), line(["---"] * len(headers)), *map(line, rows)])
+    def cell(i: int, value: str) -> str:
+        text = escape.markdown(value)
+        return f"**{text}**" if i in bold and text else text
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(cell(i, c) for i, c in enumerate(cells)) + " |"
+
+    rule = "| " + " | ".join(["---"] * len(headers)) + " |"
+    return "\n".join([line(headers), rule, *map(line, rows)])
 
 
 def claims_markdown(claims: Sequence[Claim]) -> str:
     """The claims table on its own (the README's example)."""
-    rows = [
-        [c.text, f"**{c.verdict}**", claim_figures(c), c.explanation, c.flips_if] for c in claims
-    ]
-    table = _md_table(("claim", "verdict", "measured", "why", "would flip if"), rows)
-    rules = "\n".join(f"- *{c.text}*: {c.rule}." for c in claims)
+    rows = [[c.text, c.verdict, claim_figures(c), c.explanation, c.flips_if] for c in claims]
+    table = _md_table(("claim", "verdict", "measured", "why", "would flip if"), rows, bold=(1,))
+    md = escape.markdown
+    rules = "\n".join(f"- *{md(c.text)}*: {md(c.rule)}." for c in claims)
     return f"{table}\n\nRules behind the verdicts:\n\n{rules}\n"
 
 
@@ -250,8 +269,11 @@ def glossary_markdown() -> str:
 
 def render_markdown(result: CompareResult, claims: Sequence[Claim]) -> str:
     """``report.md``; the charts are the PNG files written beside it."""
+    # The latency chart's model is written under it (issue 14), as in the HTML page.
+    captions = CHART_CAPTIONS | {"latency": f"{CHART_CAPTIONS['latency']} {MODEL}"}
     charts = "\n\n".join(
-        f"![{name}]({name}.png)\n\n*{CHART_CAPTIONS[name]}*" for name in CHART_NAMES
+        f"![{escape.markdown(name)}]({name}.png)\n\n*{escape.markdown(captions[name])}*"
+        for name in CHART_NAMES
     )
     all_rows = [case_row(result, m) for m in result.measurements.values()]
     not_run = (
@@ -266,25 +288,31 @@ def render_markdown(result: CompareResult, claims: Sequence[Claim]) -> str:
         )
     return (
         "# wireprobe compare: REST calls against a message queue, measured\n\n"
-        f"{run_note(result)}\n\n"
-        + "".join(f"- {line}\n" for line in headlines(result) + path_headline(result))
+        f"{escape.markdown(run_note(result))}\n\n"
+        + "".join(
+            f"- {escape.markdown(line)}\n" for line in headlines(result) + path_headline(result)
+        )
         + f"\n## How to read this\n\n{HOW_TO_READ}\n\n{glossary_markdown()}\n"
         + "\n## Claims\n\n"
         f"{claims_markdown(claims)}\n"
         "## Protocol against protocol\n\n"
         f"{_md_table(CASE_COLUMNS, headline_rows(result))}\n\n"
+        f"{MARGINAL_NOTE}\n\n"
         "## The whole path of a message\n\n"
-        f"{_md_table(PATH_COLUMNS, path_rows(result))}\n\n"
+        f"{PATHS_NOTE}\n\n"
+        f"{_md_table(PATH_COLUMNS, path_rows(result, legs=False))}\n\n"
+        "Leg by leg:\n\n"
+        f"{_md_table(PATH_COLUMNS, path_rows(result, legs=True))}\n\n"
         "## Latency\n\n"
         f"{_md_table(TIMING_COLUMNS, timing_rows(result))}\n\n"
-        + "".join(f"- {line}\n" for line in reuse_lines(result))
+        + "".join(f"- {escape.markdown(line)}\n" for line in reuse_lines(result))
         + f"\n{MODEL}\n\n"
         "## Charts\n\n"
         f"{charts}\n\n"
         f"{not_run}"
         "## Every case\n\n"
         f"{_md_table(CASE_COLUMNS, all_rows)}\n\n"
-        f"{consistency_note(result)}\n"
+        f"{escape.markdown(consistency_note(result))}\n"
     )
 
 
@@ -325,8 +353,9 @@ window.addEventListener("load", function () {
 """
 
 
-def _e(text: object) -> str:
-    return html.escape(str(text))
+#: Every value interpolated into the page goes through this (analyzer/escape.py): text and
+#: quoted attributes alike, constants included, so no string is ever raw HTML.
+_e = escape.html
 
 
 def html_table(headers: Sequence[str], rows: Sequence[Sequence[str]], text_columns: int = 1) -> str:
@@ -364,16 +393,18 @@ def claims_html(claims: Sequence[Claim]) -> str:
     rows = []
     for c in claims:
         figures = "<br>".join(
-            f"{_e(f.label)}: <b>{f.value:.4g}</b> {_e(f.unit)}" for f in c.figures
+            f"{_e(f.label)}: <b>{_e(f'{f.value:.4g}')}</b> {_e(f.unit)}" for f in c.figures
         )
-        cls = "verdict-" + c.verdict.replace(" ", "-")
+        cls = _e("verdict-" + c.verdict.replace(" ", "-"))
         rows.append(
             f'<tr><td class="text">{_e(c.text)}</td><td class="text {cls}">{_e(c.verdict)}</td>'
             f'<td class="text">{figures}</td><td class="text">{_e(c.explanation)}'
             f"<br><small>Rule: {_e(c.rule)}.</small>"
             f"<br><small><b>Would flip if</b> {_e(c.flips_if)}.</small></td></tr>"
         )
-    head = "".join(f'<th class="text">{h}</th>' for h in ("claim", "verdict", "measured", "why"))
+    head = "".join(
+        f'<th class="text">{_e(h)}</th>' for h in ("claim", "verdict", "measured", "why")
+    )
     return (
         f'<table id="claims"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
     )
@@ -406,9 +437,12 @@ def render_html(
         f'<dl id="glossary">{glossary}</dl></section>'
         f"<h2>Claims</h2>{claims_html(claims)}"
         f"<h2>Protocol against protocol</h2>{html_table(CASE_COLUMNS, headline_rows(result), 2)}"
+        f"<p><small>{_e(MARGINAL_NOTE)}</small></p>"
         f"{charts['loaded-bytes']}"
-        f"<h2>The whole path of a message</h2>{html_table(PATH_COLUMNS, path_rows(result), 3)}"
-        f"{charts['paths']}"
+        f"<h2>The whole path of a message</h2><p>{_e(PATHS_NOTE)}</p>"
+        f"{html_table(PATH_COLUMNS, path_rows(result, legs=False), 3)}"
+        f"{charts['paths']}<h3>Leg by leg</h3>"
+        f"{html_table(PATH_COLUMNS, path_rows(result, legs=True), 3)}"
         f"<h2>Latency</h2>{html_table(TIMING_COLUMNS, timing_rows(result), 2)}"
         + "<ul>"
         + "".join(f"<li>{_e(line)}</li>" for line in reuse_lines(result))
@@ -594,7 +628,7 @@ def render_capture_html(analysis_json: dict[str, Any]) -> str:
     )
     body = (
         f"<h1>wireprobe: {_e(captures or 'capture')}</h1>"
-        f"<p>{_num(analysis_json.get('packets'))} packets, "
+        f"<p>{_e(_num(analysis_json.get('packets')))} packets, "
         f"{len(analysis_json['connections'])} connections, "
         f"{len(analysis_json['messages'])} messages.</p>"
         f"<h2>Summary</h2>{html_table(SUMMARY_COLUMNS, summary)}"

@@ -76,20 +76,40 @@ HOW_TO_READ = (
 )
 
 
+#: Under the case tables: why a case's marginal cost may differ from its own analysis summary.
+MARGINAL_NOTE = (
+    "Marginal is what one more message costs on an open connection, so each row quotes the "
+    "marginal of its protocol, TLS setting and body measured on the longest connection. On a "
+    "one-message TLS connection the request rides in the segment that ends the handshake, and "
+    "that segment's header bytes are split between setup and message, so the message's own "
+    "bytes read lower than in clear; quoting one marginal per configuration charges every "
+    "length alike. Loaded bytes (all bytes over all messages) are unaffected."
+)
+PATHS_NOTE = (
+    "Every leg carries all the run's messages on one connection (persistent connections, as "
+    "brokers and proxies keep them; the reuse curve above shows new connections). Legs are "
+    "paired by the generator's topology: each leg is its own capture, and a path's figures are "
+    "its legs' added up. Payload counts the body each time it crosses the wire."
+)
+
+
 def _f(value: float, digits: int = 1) -> str:
     return f"{value:.{digits}f}"
 
 
-def path_rows(result: CompareResult) -> list[list[str]]:
-    """One row per leg, then the path's total, for every path measured."""
+def path_rows(result: CompareResult, *, legs: bool) -> list[list[str]]:
+    """Every path measured: its end-to-end figures (``legs`` False), or one row per leg."""
     rows = []
     for p in path_figures(result):
         tls = TLS_NAMES[p.case.tls]
+        if not legs:
+            label = f"end to end, {len(p.legs)} leg{'s' if len(p.legs) > 1 else ''}"
+            rows.append(_path_row(p.case.path.name, label, tls, p.connections, p.total))
+            continue
         for leg in p.legs:
             rows.append(
                 _path_row(p.case.path.name, leg.leg.label, tls, leg.connections, leg.figures)
             )
-        rows.append(_path_row(p.case.path.name, "end to end", tls, p.connections, p.total))
     return rows
 
 

@@ -14,6 +14,7 @@ client connections, the broker queue, the tap.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -34,11 +35,15 @@ from analyzer.live.amqp import AMQP_PORT, AmqpPlan, broker_port, check_broker, p
 from analyzer.live.client import encode_plan
 from analyzer.live.eventloop import run_in_private_loop
 from analyzer.live.http import HttpPlan, listening_socket, run_http
+from analyzer.live.mqtt import MqttPlan, broker_address, run_mqtt, tls_broker
+from analyzer.live.mqtt import check_broker as check_mqtt_broker
+from analyzer.live.nats import NatsPlan, run_nats
 from analyzer.live.netns import Namespace, namespace_for, network_namespace, relay, run_client
 from analyzer.live.options import LiveOptions
 from analyzer.live.plan import Expected, Sent, expected
 from analyzer.live.recorder import Recorder, keep_connections, write_pcap
 from analyzer.live.tlsrelay import server_context, tls_terminator
+from analyzer.live.websocket import WebSocketPlan, run_websocket
 
 __all__ = ["LiveOptions", "LiveResult", "LiveRunError", "Sent", "run_capture"]
 
@@ -128,6 +133,17 @@ def _run_capture(options: LiveOptions) -> LiveResult:
         keylog.unlink(missing_ok=True)
     if options.protocol == "amqp":
         check_broker(options.amqp_url)
+    if options.protocol == "mqtt":
+        return _mqtt(options)
+    if options.protocol == "nats":
+        return _record(
+            options,
+            LOOPBACK_INTERFACE,
+            broker_address(options.nats_server)[1],
+            lambda clients: run_nats(_nats_plan(options), clients.append),
+        )
+    if options.protocol == "websocket":
+        return _websocket(options)
     if options.mtu is not None:
         return _run_in_namespace(options, options.mtu)
     if options.protocol == "amqp":
@@ -192,6 +208,61 @@ def _amqp_plan(options: LiveOptions, url: str) -> AmqpPlan:
         messages=options.messages,
         per_connection=options.messages_per_connection,
         payload=options.payload,
+        properties=options.amqp_properties,
+    )
+
+
+def _mqtt(options: LiveOptions) -> LiveResult:
+    """The shared broker in clear; with --tls a Mosquitto of the run's own (live.mqtt)."""
+    with contextlib.ExitStack() as stack:
+        broker = options.mqtt_broker
+        if options.tls != "off":
+            broker = stack.enter_context(tls_broker(options.tls))
+        check_mqtt_broker(broker)
+        plan = _mqtt_plan(options, broker)
+        return _record(
+            options,
+            LOOPBACK_INTERFACE,
+            broker_address(broker)[1],
+            lambda clients: run_mqtt(plan, clients.append),
+        )
+
+
+def _mqtt_plan(options: LiveOptions, broker: str) -> MqttPlan:
+    return MqttPlan(
+        broker=broker,
+        tls=options.tls,
+        keylog=options.keylog_path,
+        qos=1 if options.mqtt_qos is None else options.mqtt_qos,
+        level=options.mqtt_version,
+        messages=options.messages,
+        per_connection=options.messages_per_connection,
+        payload=options.payload,
+    )
+
+
+def _websocket(options: LiveOptions) -> LiveResult:
+    plan = WebSocketPlan(
+        messages=options.messages,
+        per_connection=options.messages_per_connection,
+        payload=options.payload,
+    )
+    sock = listening_socket(LOOPBACK_ADDRESS)
+    try:
+        port = sock.getsockname()[1]
+        return _record(
+            options, LOOPBACK_INTERFACE, port, lambda c: run_websocket(plan, sock, c.append)
+        )
+    finally:
+        sock.close()
+
+
+def _nats_plan(options: LiveOptions) -> NatsPlan:
+    return NatsPlan(
+        server=options.nats_server,
+        messages=options.messages,
+        per_connection=options.messages_per_connection,
+        payload=options.payload,
     )
 
 
@@ -205,6 +276,7 @@ def _http_plan(options: LiveOptions, workdir: Path) -> HttpPlan:
         concurrency=options.concurrency,
         keylog=options.keylog_path,
         workdir=workdir,
+        status=options.http_status,
     )
 
 

@@ -69,6 +69,9 @@ class AmqpPlan:
     tls_port: int | None = None
     #: where the client writes its NSS key log (TLS only)
     keylog: str | None = None
+    #: the properties every message carries: "plain", or an RPC "request" or "reply"
+    #: (``analyzer.synth.amqp.message_properties``)
+    properties: str = "plain"
 
 
 def parameters(url: str) -> Any:
@@ -168,13 +171,13 @@ def run_amqp(plan: AmqpPlan, on_connect: Callable[[tuple[str, int]], None]) -> l
     with run_queue(params) as (queue, admin):
         for index, count in enumerate(connection_groups(plan.messages, plan.per_connection)):
             if plan.mode == "consume":
-                for _ in range(count):
-                    admin.basic_publish("", queue, body, _properties())
+                for m in range(count):
+                    admin.basic_publish("", queue, body, _properties(plan.properties, m))
             connection = connect(recorded)
             try:
                 client = client_endpoint(connection)
                 on_connect(client)
-                _one_connection(connection, plan.mode, queue, body, count)
+                _one_connection(connection, plan, queue, body, count)
             finally:
                 with contextlib.suppress(pika.exceptions.AMQPError):
                     connection.close()
@@ -186,11 +189,21 @@ def run_amqp(plan: AmqpPlan, on_connect: Callable[[tuple[str, int]], None]) -> l
     return sent
 
 
-def _properties() -> Any:
-    return pika.BasicProperties(content_type=CONTENT_TYPE, delivery_mode=PERSISTENT)
+def _properties(kind: str = "plain", message: int = 0) -> Any:
+    """The generator's properties (``analyzer.synth.amqp.message_properties``): an RPC request
+    names its reply queue and a correlation id, a reply repeats the id."""
+    from analyzer.synth.amqp import REPLY_QUEUE, correlation_id
+
+    rpc: dict[str, str] = {}
+    if kind in ("request", "reply"):
+        rpc["correlation_id"] = correlation_id(message, 0)
+    if kind == "request":
+        rpc["reply_to"] = REPLY_QUEUE
+    return pika.BasicProperties(content_type=CONTENT_TYPE, delivery_mode=PERSISTENT, **rpc)
 
 
-def _one_connection(connection: Any, mode: str, queue: str, body: bytes, count: int) -> None:
+def _one_connection(connection: Any, plan: AmqpPlan, queue: str, body: bytes, count: int) -> None:
+    mode = plan.mode
     channel = connection.channel()
     if mode == "confirm":
         channel.confirm_delivery()
@@ -198,8 +211,8 @@ def _one_connection(connection: Any, mode: str, queue: str, body: bytes, count: 
     if mode == "consume":
         _consume(connection, channel, queue, count)
         return
-    for _ in range(count):
-        channel.basic_publish("", queue, body, _properties())
+    for m in range(count):
+        channel.basic_publish("", queue, body, _properties(plan.properties, m))
     channel.close()
 
 

@@ -35,6 +35,7 @@ from analyzer.synth.tlswrap import VERSIONS, write_certificate
 #: The generator's response body (``analyzer.synth.http1.RESPONSE_BODY``), so sizes compare.
 RESPONSE_BODY = b'{"status":"ok"}'
 RESPONSE_HEADERS = [(b"content-type", b"application/json"), (b"content-length", b"15")]
+EMPTY_HEADERS = [(b"content-length", b"0")]
 PATH = "/items"
 #: A loopback request that takes longer than this is a hung peer, not a slow network.
 REQUEST_TIMEOUT_S = 30.0
@@ -52,6 +53,20 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 async def items_app(scope: Scope, receive: Receive, send: Send) -> None:
     """The ASGI app: read the whole body, answer 200 with the JSON body."""
+    await _answer(200, scope, receive, send)
+
+
+def app_for(status: int) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """The ASGI app answering ``status``: 200 with the JSON body, 202 or 204 with none (a
+    notification accepted; the generator's ``http_status``)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await _answer(status, scope, receive, send)
+
+    return app
+
+
+async def _answer(status: int, scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
         await _lifespan(receive, send)
         return
@@ -59,8 +74,11 @@ async def items_app(scope: Scope, receive: Receive, send: Send) -> None:
     while more:
         event = await receive()
         more = event.get("more_body", False)
-    await send({"type": "http.response.start", "status": 200, "headers": RESPONSE_HEADERS})
-    await send({"type": "http.response.body", "body": RESPONSE_BODY})
+    body = RESPONSE_BODY if status == 200 else b""
+    # As the generator: a 202 says its empty length, a 204 carries none (RFC 9110 section 8.6).
+    headers = RESPONSE_HEADERS if status == 200 else [] if status == 204 else EMPTY_HEADERS
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
@@ -85,6 +103,8 @@ class HttpPlan:
     concurrency: int
     keylog: Path | None
     workdir: Path
+    #: the status the server answers every request with
+    status: int = 200
 
 
 def listening_socket(host: str) -> socket.socket:
@@ -134,7 +154,7 @@ async def run_http(
     host, port = sock.getsockname()
     config = server_config(sock, plan)
     stop = asyncio.Event()
-    app: Any = items_app
+    app: Any = app_for(plan.status)
     server = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))
     scheme = "https" if plan.tls != "off" else "http"
     url = f"{scheme}://{host}:{port}{PATH}"

@@ -6,10 +6,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from analyzer.errors import UsageError
+from analyzer.synth.scenario import AMQP_PROPERTIES, HTTP_STATUSES
 
-PROTOCOLS = ("http1", "http2", "amqp")
+PROTOCOLS = ("http1", "http2", "amqp", "mqtt", "nats", "websocket")
 TLS_MODES = ("off", "1.2", "1.3")
 AMQP_MODES = ("publish", "confirm", "consume")
+MQTT_QOS_LEVELS = (0, 1, 2)
+#: Mosquitto's default listener on loopback (analyzer.live.mqtt).
+DEFAULT_MQTT_BROKER = "127.0.0.1:1883"
+#: nats-server's default client port on loopback (analyzer.live.nats).
+DEFAULT_NATS_SERVER = "127.0.0.1:4222"
 #: RabbitMQ's guest user may only log in over loopback, which is where the default broker is.
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 #: A live run keeps every captured frame in memory until it writes the pcap; 100 000 messages
@@ -41,8 +47,21 @@ class LiveOptions:
     concurrency: int = 1
     #: AMQP only: "publish", "confirm" or "consume" (None: "confirm")
     amqp_mode: str | None = None
+    #: HTTP only: the status the server answers with (200, or 202/204 without a body)
+    http_status: int = 200
+    #: AMQP only: the properties of every message ("plain", RPC "request" or "reply")
+    amqp_properties: str = "plain"
     #: the broker to talk to (AMQP only)
     amqp_url: str = DEFAULT_AMQP_URL
+    #: MQTT only: QoS of every PUBLISH (None: 1)
+    mqtt_qos: int | None = None
+    #: MQTT only: 4 (3.1.1, publish only) or 5 (5.0: a Topic Alias, and the client subscribed
+    #: to its own topic, so each PUBLISH is delivered back; analyzer.live.mqtt)
+    mqtt_version: int = 4
+    #: the MQTT broker, "host:port" (MQTT only)
+    mqtt_broker: str = DEFAULT_MQTT_BROKER
+    #: nats-server, "host:port" (NATS only)
+    nats_server: str = DEFAULT_NATS_SERVER
     #: IP MTU of the client's path; None: loopback (64 KiB segments)
     mtu: int | None = None
     #: where the recording goes
@@ -95,6 +114,15 @@ def _problems(o: LiveOptions) -> list[str]:
         ),
         (o.amqp_mode is None or o.amqp_mode in AMQP_MODES, f"--amqp-mode: {'|'.join(AMQP_MODES)}"),
         (
+            o.http_status in HTTP_STATUSES and (o.http_status == 200 or o.protocol != "amqp"),
+            "--http-status must be 200, 202 or 204, and applies to HTTP only",
+        ),
+        (
+            o.amqp_properties in AMQP_PROPERTIES
+            and (o.amqp_properties == "plain" or o.protocol == "amqp"),
+            "--amqp-properties must be plain, request or reply, and applies to AMQP only",
+        ),
+        (
             o.tls == "off" or o.protocol != "amqp" or o.mtu is None,
             "--tls with --protocol amqp runs on loopback only (its TLS terminator is not "
             "relayed into the --mtu namespace): drop --mtu",
@@ -106,6 +134,20 @@ def _problems(o: LiveOptions) -> list[str]:
         (
             o.mtu is None or o.mtu in SUPPORTED_MTUS,
             f"--mtu must be one of {', '.join(map(str, SUPPORTED_MTUS))} (or absent: loopback)",
+        ),
+        (o.mqtt_qos is None or o.protocol == "mqtt", "--mqtt-qos applies to --protocol mqtt"),
+        (o.mqtt_qos is None or o.mqtt_qos in MQTT_QOS_LEVELS, "--mqtt-qos must be 0, 1 or 2"),
+        (o.mqtt_version in (4, 5), "--mqtt-version must be 4 (3.1.1) or 5"),
+        (o.mqtt_version == 4 or o.protocol == "mqtt", "--mqtt-version applies to mqtt only"),
+        (
+            o.protocol not in ("mqtt", "nats", "websocket")
+            or (o.mtu is None and o.concurrency == 1),
+            f"--protocol {o.protocol} records on loopback, one connection at a time: "
+            "no --mtu or --concurrency",
+        ),
+        (
+            o.protocol not in ("nats", "websocket") or o.tls == "off",
+            f"--protocol {o.protocol} records in clear only: no --tls",
         ),
         (o.keylog is None or o.tls != "off", "--keylog needs --tls 1.2 or 1.3"),
         (o.keylog is None or o.keylog != o.output, "--keylog and -o must be different files"),

@@ -68,7 +68,22 @@ def message_kind(options: LiveOptions) -> str:
     """The kind of message the analyzer reports for this scenario (DESIGN.md section 2)."""
     if options.protocol == "amqp":
         return AMQP_KINDS[options.mode]
+    if options.protocol == "websocket":
+        return "client_to_server"  # and as many "server_to_client" echoes, after the Upgrade
+    if options.protocol in ("mqtt", "nats"):
+        return "publish"  # NATS: and as many "deliver", its subscription's copies
     return MESSAGE_KINDS[options.protocol]
+
+
+def _delivered_back(options: LiveOptions) -> bool:
+    """NATS and MQTT 5 runs subscribe to their own subject (analyzer.live.nats, .mqtt)."""
+    return options.protocol == "nats" or (options.protocol == "mqtt" and options.mqtt_version == 5)
+
+
+def _messages(options: LiveOptions, connections: int) -> int:
+    if options.protocol == "websocket":  # each echoed, plus each connection's Upgrade exchange
+        return 2 * options.messages + connections
+    return options.messages * (2 if _delivered_back(options) else 1)
 
 
 def expected(options: LiveOptions) -> Expected:
@@ -78,7 +93,7 @@ def expected(options: LiveOptions) -> Expected:
     tls = options.tls != "off"
     return Expected(
         connections=connections,
-        messages=options.messages,
+        messages=_messages(options, connections),
         tcp_handshakes=connections,
         # The client keeps no session cache (analyzer.live.http), so none is resumed.
         tls_full_handshakes=connections if tls else 0,

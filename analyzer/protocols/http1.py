@@ -53,6 +53,12 @@ KIND = "exchange"
 #: LimitRequestFieldSize) and 64 KiB (nginx large_client_header_buffers can reach it); past this
 #: the bytes are not HTTP we can frame.
 MAX_HEADER_BYTES = 64 * 1024
+#: Heads remembered per direction with what the fast path read from them (see
+#: ``_whole_message``): clients resend the same request head, servers the same response head
+#: until the Date changes; two each keep a connection's memory to about 1 KiB.
+MAX_REMEMBERED_HEADS = 2
+#: Longest head remembered: the usual request or response head is 100 to 400 octets.
+MAX_REMEMBERED_HEAD_BYTES = 512
 #: Longest chunk-size line (RFC 9112 section 7.1.1: size plus chunk extensions).
 MAX_CHUNK_LINE_BYTES = 4 * 1024
 #: Bytes held after an Upgrade/CONNECT request while waiting for the answer that says whether
@@ -144,8 +150,13 @@ TUNNEL_METHOD = b"CONNECT"
 SWITCHING_PROTOCOLS = 101
 #: RFC 7540 section 3.2: the token a client uses to ask for HTTP/2 over cleartext.
 H2C_TOKEN = b"h2c"
+#: RFC 6455 section 4.2.2: the server's 101 carries "Upgrade: websocket" (case-insensitive).
+WEBSOCKET_TOKEN = b"websocket"
 
 _Held = tuple[str, int, bytes | int, int, float]  # (call, direction, data or length, ordinal, ts)
+#: A remembered head: its (method, target) or its status code, and its framing fields (never
+#: changed once parsed, so one dict serves every repeat).
+_Head = tuple[tuple[bytes, bytes] | None, int | None, dict[bytes, bytes]]
 
 
 class _Exchange:
@@ -272,6 +283,9 @@ class Http1Decoder:
         self._hold_exchange: _Exchange | None = None
         #: (protocol, exchange, ts) once resp switched protocols and orig has yet to follow
         self._switch: tuple[str, _Exchange, float] | None = None
+        #: per direction, whole heads the fast path read -> what it read from them (``_Head``),
+        #: so a repeated head is not parsed again
+        self._heads: tuple[dict[bytes, _Head], dict[bytes, _Head]] = ({}, {})
 
     # -- the StreamDecoder interface ---------------------------------------------------------
 
@@ -393,12 +407,24 @@ class Http1Decoder:
         if newline < 0:
             return -1
         direction = st.direction
-        if direction == ORIG:
+        head_end = _HEAD_END.search(data, newline)
+        whole = head_end is not None and head_end.end() - start <= MAX_HEADER_BYTES
+        # A head seen before on this direction reads the same: take what was read from it.
+        heads = self._heads[direction]
+        key = b""
+        known: _Head | None = None
+        if whole and head_end is not None and head_end.end() - start <= MAX_REMEMBERED_HEAD_BYTES:
+            key = bytes(data[start : head_end.end()])
+            known = heads.get(key)
+        request: tuple[bytes, bytes] | None = None
+        status: int | None = None
+        if known is not None:
+            request, status, _ = known
+        elif direction == ORIG:
             request = request_line(data, start, newline)
-            status = None
         else:
-            request = None
-            status = _STATUS_LINE.fullmatch(data, start, newline)
+            matched = _STATUS_LINE.fullmatch(data, start, newline)
+            status = None if matched is None else int(matched.group(2))
         st.blank_end = origin + start  # (as ``_read_head`` leaves it)
         if request is None and status is None:
             self._buffer_rest(st, data, start, origin, ordinal, ts)
@@ -408,9 +434,8 @@ class Http1Decoder:
         if request is not None:
             self._start_request(st, request[0], request[1], ordinal, ts)
         elif status is not None:
-            self._start_response(st, int(status.group(2)), ordinal, ts)
-        head_end = _HEAD_END.search(data, newline)
-        if head_end is None or head_end.end() - start > MAX_HEADER_BYTES:
+            self._start_response(st, status, ordinal, ts)
+        if not whole or head_end is None:
             # ``_read_head`` goes on from its second step: the end of the header block.
             st.started = True
             st.line_end = st.scan_from = origin + newline
@@ -427,7 +452,14 @@ class Http1Decoder:
             opened[direction] = [origin + start, origin + end, message, FRAMING]
         else:
             self._charge(st, 0, end - start, message, FRAMING)
-        fields = _parse_fields(data, newline, head_end.start() + 1)
+        if known is not None:
+            fields = known[2]
+        else:
+            fields = _parse_fields(data, newline, head_end.start() + 1)
+            if key:
+                if len(heads) >= MAX_REMEMBERED_HEADS:
+                    heads.clear()
+                heads[key] = (request, status, fields)
         # 3. How the body is framed, when it is plainly (else ``length`` is None).
         length: int | None
         if direction == ORIG:
@@ -930,7 +962,7 @@ class Http1Decoder:
         if status < 200:
             if status == SWITCHING_PROTOCOLS and exchange.switch:
                 upgrade = (fields.get(b"upgrade") or exchange.upgrade).lower()
-                self._switch_protocols(st, exchange, "http2" if H2C_TOKEN in upgrade else "")
+                self._switch_protocols(st, exchange, _upgraded_protocol(upgrade))
                 return
             if status == SWITCHING_PROTOCOLS:
                 self._out.append(Anomaly("http1.unexpected_switch"))
@@ -1219,7 +1251,7 @@ class Http1Decoder:
     def _switch_protocols(self, st: _Direction, exchange: _Exchange, protocol: str) -> None:
         """resp left HTTP/1.1 after this header block; orig follows once its request ends."""
         self._switch = (protocol, exchange, self._ts)
-        if not protocol:
+        if protocol != "http2":  # h2c's response goes on as stream 1, whose status HTTP/2 notes
             self._note(exchange, "status", st.status)
         self._to_held(st)
         orig = self._dirs[ORIG]
@@ -1252,6 +1284,11 @@ class Http1Decoder:
             )
             if isinstance(inner, OpaqueDecoder):  # no HTTP/2 decoder: keep the offsets right
                 inner = OpaqueDecoder("http2", base)
+        elif protocol == "websocket":
+            # The Upgrade exchange stays this message; the frames are the WebSocket decoder's.
+            self._note(exchange, "upgrade", WEBSOCKET_TOKEN.decode())
+            self._out.append(MessageEnded(exchange.message, ts))
+            inner = make_decoder("websocket", self._ids, self._options, base=base)
         else:
             # A tunnel (CONNECT, WebSocket...): its bytes are not ours to decode.
             self._out.append(Anomaly("http1.tunnel"))
@@ -1291,6 +1328,13 @@ class Http1Decoder:
                 self._out += target.gap(direction, value, ordinal, ts)
             else:
                 self._out += target.eof(direction, ordinal, ts)
+
+
+def _upgraded_protocol(upgrade: bytes) -> str:
+    """The decoder a 101 hands over to: "http2" (h2c), "websocket", or "" (a tunnel)."""
+    if H2C_TOKEN in upgrade:
+        return "http2"
+    return "websocket" if WEBSOCKET_TOKEN in upgrade else ""
 
 
 def _parse_fields(buf: bytes | bytearray, newline: int, end: int) -> dict[bytes, bytes]:

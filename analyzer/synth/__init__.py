@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from analyzer.synth import amqp, http1, http2, tlswrap
+from analyzer.synth import amqp, http1, http2, mqtt, tlswrap, websocket
 from analyzer.synth.conversation import Conversation
 from analyzer.synth.pcapwriter import LINKTYPE_ETHERNET, Endpoints, frame, pcap_bytes, unix_ts
 from analyzer.synth.scenario import PRESETS, Scenario, from_options, preset
@@ -47,6 +47,10 @@ SERVER_PORTS = {
     ("http1", True): 443,
     ("http2", True): 443,
     ("amqp", True): 5671,
+    ("mqtt", False): 1883,
+    ("mqtt", True): 8883,
+    ("websocket", False): 80,
+    ("websocket", True): 443,
 }
 #: Pause between one connection's last packet and the next connection's SYN.
 CONNECTION_GAP_US = 1_000
@@ -183,6 +187,10 @@ def _conversation(s: Scenario, n_messages: int, payload: bytes) -> Conversation:
         return http1.conversation(n_messages, payload, s.concurrency, s.http_status)
     if s.protocol == "http2":
         return http2.conversation(n_messages, payload, s.concurrency, s.http_status)
+    if s.protocol == "websocket":
+        return websocket.conversation(n_messages, payload)
+    if s.protocol == "mqtt":
+        return mqtt.conversation(n_messages, payload, 1 if s.mqtt_qos is None else s.mqtt_qos)
     return amqp.conversation(n_messages, payload, s.mode, s.amqp_properties, s.seed)
 
 

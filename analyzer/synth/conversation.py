@@ -54,6 +54,10 @@ class MessageInfo:
     kind: str
     #: whether the sender gets an answer it may wait for (fire-and-forget publishes do not)
     answered: bool
+    #: waits the answer ends (2 for MQTT QoS 2: PUBREC, then PUBCOMP after PUBREL)
+    waits: int = 1
+    #: the message's protocol when not the connection's (a WebSocket Upgrade is "http1")
+    protocol: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

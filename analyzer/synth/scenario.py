@@ -6,9 +6,10 @@ from dataclasses import dataclass, replace
 
 from analyzer.errors import UsageError
 
-PROTOCOLS = ("http1", "http2", "amqp")
+PROTOCOLS = ("http1", "http2", "amqp", "mqtt", "websocket")
 TLS_MODES = ("off", "1.2", "1.3")
 AMQP_MODES = ("publish", "confirm", "confirm-async", "consume")
+MQTT_QOS_LEVELS = (0, 1, 2)
 #: Statuses the HTTP server answers with: 200 with a small JSON body (a REST call), 202 and
 #: 204 with none (a notification accepted: the one-way pattern of issue 14).
 HTTP_STATUSES = (200, 202, 204)
@@ -34,7 +35,7 @@ MAX_RTT_MS = 60_000.0
 class Scenario:
     """One synthetic traffic scenario (the options of ``wireprobe generate``)."""
 
-    #: "http1", "http2" or "amqp"
+    #: "http1", "http2", "amqp" or "mqtt"
     protocol: str = "http1"
     #: "off", "1.2" or "1.3"
     tls: str = "off"
@@ -48,6 +49,8 @@ class Scenario:
     concurrency: int = 1
     #: AMQP only: "publish", "confirm", "confirm-async" or "consume" (None: "confirm")
     amqp_mode: str | None = None
+    #: MQTT only: QoS of every PUBLISH, 0, 1 or 2 (None: 1)
+    mqtt_qos: int | None = None
     #: HTTP only: the status of every response (``HTTP_STATUSES``)
     http_status: int = 200
     #: AMQP only: the properties every message carries (``AMQP_PROPERTIES``)
@@ -100,10 +103,22 @@ def _problems(s: Scenario) -> list[str]:
         ),
         (s.amqp_mode is None or s.amqp_mode in AMQP_MODES, f"--amqp-mode: {'|'.join(AMQP_MODES)}"),
         (
+            s.mqtt_qos is None or s.protocol == "mqtt",
+            "--mqtt-qos applies to --protocol mqtt only",
+        ),
+        (s.mqtt_qos is None or s.mqtt_qos in MQTT_QOS_LEVELS, "--mqtt-qos must be 0, 1 or 2"),
+        (
+            s.concurrency == 1 or s.protocol not in ("mqtt", "websocket"),
+            "--concurrency applies to HTTP only (MQTT and WebSocket keep one message in flight)",
+        ),
+        (
             s.http_status in HTTP_STATUSES,
             f"--http-status must be one of {', '.join(map(str, HTTP_STATUSES))}",
         ),
-        (s.http_status == 200 or s.protocol != "amqp", "--http-status applies to HTTP only"),
+        (
+            s.http_status == 200 or s.protocol in ("http1", "http2"),
+            "--http-status applies to HTTP only",
+        ),
         (
             s.amqp_properties in AMQP_PROPERTIES,
             f"--amqp-properties: {'|'.join(AMQP_PROPERTIES)}",

@@ -124,7 +124,7 @@ def connection_truth(
         {
             "connection": index,
             "index": m,
-            "protocol": facts.protocol,
+            "protocol": info.protocol or facts.protocol,
             "kind": info.kind,
             "sender": "orig" if info.sender == ORIG else "resp",
             "round_trips": message_rts[m],
@@ -171,7 +171,8 @@ def _round_trips(laid: Laid, timing: _Timing, facts: ConnectionFacts) -> tuple[i
         for i, s in enumerate(laid.segments)
         if s.payload and not s.retransmission
     ]
-    return setup_round_trips(True, data_packets, bound), message_round_trips(timings)
+    waits = {m: info.waits for m, info in enumerate(facts.messages) if info.waits != 1}
+    return setup_round_trips(True, data_packets, bound), message_round_trips(timings, waits)
 
 
 def _directions(segments: Sequence[Segment]) -> dict[str, dict[str, int]]:
@@ -323,7 +324,9 @@ def summary(
     out: dict[str, dict[str, object]] = {}
     for protocol in sorted({str(c["protocol"]) for c in connections}):
         conns = [c for c in connections if c["protocol"] == protocol]
-        msgs = [m for m in messages if m["protocol"] == protocol]
+        # By connection, as the analyzer's summary counts (a WebSocket connection's Upgrade
+        # exchange is an "http1" message on a "websocket" connection).
+        msgs = [m for m in messages if connections[_int(m["connection"])]["protocol"] == protocol]
         n = len(msgs)
         wire = sum(_int(c["wire_bytes"]) for c in conns)
         payload = sum(_int(_dict(c["layers"])["payload"]) for c in conns)
