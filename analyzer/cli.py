@@ -14,16 +14,20 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Annotated, NoReturn
+from typing import IO, TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperCommand
 
 from analyzer.detect import REGISTRY
 from analyzer.errors import UsageError, WireprobeError
 from analyzer.options import AnalyzeOptions, DecodeOptions
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from analyzer.filters import Filter
+    from analyzer.findings import Finding
     from analyzer.output import Target
     from analyzer.pipeline import Analysis
     from analyzer.report import Collector
@@ -41,9 +45,37 @@ app = typer.Typer(
 PROTOCOLS = REGISTRY.names
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"wireprobe {version('wireprobe')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            from analyzer import __version__
+
+            typer.echo(f"wireprobe {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
     """wireprobe: analyze captures, generate traffic with known cost, compare protocols."""
+
+
+def warn(message: str, kind: str = "warning") -> None:
+    """One line on stderr that does not end the run (the analysis ran: exit 0)."""
+    say(f"{kind}: {message}")
 
 
 def fail(message: str) -> NoReturn:
@@ -115,27 +147,53 @@ def _write_report(target: Target, write: Callable[[IO[str]], None]) -> None:
 @app.command()
 def analyze(
     captures: Annotated[
-        list[str], typer.Argument(help="pcap or pcapng files (gzip too); '-' reads stdin.")
+        list[str],
+        typer.Argument(
+            help="pcap or pcapng files, gzip-compressed or not, analysed as one; '-' reads "
+            "standard input. A file given twice is read once."
+        ),
     ],
     fmt: Annotated[
-        str, typer.Option("--format", "-f", help="table, json, csv, markdown or html.")
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="table, json, csv, markdown or html. CSV: one row per connection; its "
+            "findings go to stderr.",
+        ),
     ] = "table",
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Write the report to this file ('-': stdout). (default: stdout)"
+        ),
     ] = None,
     keylog: Annotated[
         list[Path] | None,
-        typer.Option("--keylog", "-k", help="TLS key log (SSLKEYLOGFILE format); repeatable."),
+        typer.Option(
+            "--keylog",
+            "-k",
+            help="TLS key log (SSLKEYLOGFILE format); repeatable. (default: none; keys "
+            "embedded in a pcapng are used anyway)",
+        ),
     ] = None,
     port: Annotated[
         list[str] | None,
-        typer.Option("--port", help="PROTO=PORT: decode that port as PROTO; repeatable."),
+        typer.Option(
+            "--port",
+            help="PROTO=PORT: decode TCP port PORT as PROTO (http1, http2, amqp, tls); "
+            "repeatable. (default: detect from content)",
+        ),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite --output.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite --output if it exists.")
+    ] = False,
     transport_only: Annotated[
         bool,
         typer.Option(
-            "--transport-only", help="Link/IP/TCP figures only; skip application decoding."
+            "--transport-only",
+            help="Link/IP/TCP figures only (packets, bytes, retransmissions, gaps); skip "
+            "application decoding.",
         ),
     ] = False,
     messages: Annotated[
@@ -144,31 +202,51 @@ def analyze(
     ] = False,
     connection: Annotated[
         str | None,
-        typer.Option("--connection", help="Only this connection's messages (id or community id)."),
+        typer.Option(
+            "--connection",
+            help="Only this connection's messages (id or Community ID). (default: all)",
+        ),
     ] = None,
     top: Annotated[
         int | None,
-        typer.Option("--top", min=0, help="List the N costliest connections (or messages)."),
+        typer.Option(
+            "--top",
+            min=0,
+            help="List the N costliest connections (or messages). (default: 10 connections)",
+        ),
     ] = None,
     filter_expr: Annotated[
         str | None,
         typer.Option(
-            "--filter", help="BPF-like: host, port, net, src/dst, and/or/not, time, protocol."
+            "--filter",
+            help="BPF-like: host, port, net, src/dst, and/or/not, time, protocol. "
+            "(default: everything)",
         ),
     ] = None,
     jobs: Annotated[
         int | None,
         typer.Option(
-            "--jobs", "-j", help="Shards on N worker processes (0: every core); same figures."
+            "--jobs",
+            "-j",
+            help="Shards on N worker processes (0: every core); same figures. "
+            "(default: one process, no shards)",
         ),
     ] = None,
     cluster: Annotated[
         str | None,
-        typer.Option("--cluster", help="Run the shards on a Dask scheduler, tcp://HOST:8786."),
+        typer.Option(
+            "--cluster",
+            help="Run the shards on a Dask scheduler, tcp://HOST:8786. (default: local)",
+        ),
     ] = None,
 ) -> None:
-    """Charge every byte of a capture to a layer and a message, and summarise per protocol."""
+    """Charge every byte of a capture to a layer and a message, and summarise per protocol.
+
+    Warnings go to stderr, one line each; the exit status is 0 whenever the analysis ran.
+    """
+    from analyzer.inputs import expand
     from analyzer.messagelog import log_collector
+    from analyzer.progress import reading
     from analyzer.report import FORMATS, Collector
     from analyzer.shards import analyze_inputs
 
@@ -177,31 +255,86 @@ def analyze(
             formats = ", ".join((*FORMATS, "jsonl", "html"))
             raise UsageError(f"--format must be one of {formats}, not {fmt!r}")
         target = _check_output(output, captures, force)
+        overrides = parse_ports(port or [])
+        # Before expanding (which drops a repeated name in silence) and after (a file named and
+        # also inside a directory given).
+        named, repeated = _distinct_inputs(captures)
+        inputs, contained = _distinct_inputs(expand(named))
+        duplicates = repeated + contained
         options = AnalyzeOptions(
             decode=DecodeOptions(
                 keylog=_load_keylog(keylog or []),  # type: ignore[arg-type]
-                port_overrides=parse_ports(port or []),
+                port_overrides=overrides,
             ),
             transport_only=transport_only,
             select=_parse_filter(filter_expr),
         )
         log = log_collector(fmt, messages, connection, top, options.select)
-        collector = log or Collector("json" if fmt == "html" else fmt, top=top)
-        analysis = analyze_inputs(
-            captures,
-            options,
-            jobs=jobs,
-            cluster=cluster,
-            on_record=collector.add,
-            on_progress=_shard_progress() if sys.stderr.isatty() else None,
-            on_warning=lambda text: say(f"warning: {text}"),
+        collector = log or Collector(
+            "json" if fmt == "html" else fmt,
+            top=top,
+            port_overrides=overrides,
+            extra_findings=duplicates,
+            transport_only=transport_only,
         )
+        sharded = jobs is not None or cluster is not None
+        # One progress display at a time: the shards' own line, else the bar of bytes read.
+        with reading([] if sharded else inputs, passes=_reading_passes(inputs)):
+            analysis = analyze_inputs(
+                inputs,
+                options,
+                jobs=jobs,
+                cluster=cluster,
+                on_record=collector.add,
+                on_progress=_shard_progress() if sharded and sys.stderr.isatty() else None,
+                on_warning=lambda text: warn(text),
+            )
     except WireprobeError as err:
         fail(str(err))
     if analysis.dropped is not None:
-        typer.echo(f"wireprobe: {analysis.dropped.sentence()}", err=True)
+        say(analysis.dropped.sentence())
+    if isinstance(collector, Collector):  # the message log (--messages) lists no findings
+        _print_findings(collector.findings(analysis), notes_too=fmt == "csv")
     render = _html_renderer(collector) if fmt == "html" else collector.render  # type: ignore[arg-type]
     _write_report(target, lambda out: render(analysis, out))
+
+
+def _distinct_inputs(captures: list[str]) -> tuple[list[str], list[Finding]]:
+    """The inputs to read, and a warning for each one dropped as a repeat of an earlier one."""
+    from analyzer.duplicates import distinct
+    from analyzer.findings import WARNING, Finding
+
+    kept, dropped = distinct(captures)
+    return kept, [
+        Finding(
+            name="input.duplicate",
+            severity=WARNING,
+            count=1,
+            message=(
+                f"{d.path} was given twice"
+                if d.path == d.same_as
+                else f"{d.path} is {d.how} as {d.same_as}"
+            )
+            + ": read once (read twice, every packet would count as a retransmission)",
+        )
+        for d in dropped
+    ]
+
+
+def _print_findings(findings: list[Finding], *, notes_too: bool) -> None:
+    """Warnings on stderr, one line each (every format); notes too where the report has no
+    place for them (CSV: a row per connection)."""
+    from analyzer.findings import WARNING
+
+    for finding in findings:
+        if finding.severity == WARNING or notes_too:
+            warn(finding.message, finding.severity)
+
+
+def _reading_passes(inputs: list[str]) -> int:
+    """Times the inputs are read in one process: several files are surveyed (read through once
+    to order them in time, analyzer/inputs.py) before they are analysed."""
+    return 2 if len(inputs) > 1 and "-" not in inputs else 1
 
 
 def _parse_filter(expression: str | None) -> Filter | None:
@@ -266,50 +399,107 @@ def _write_generated(targets: list[Target], files: list[bytes]) -> None:
         fail(str(err))
 
 
-@app.command()
+class _PresetsHelp(TyperCommand):
+    """``generate --help`` lists the presets, read when help is asked for: importing the
+    generator costs 0.2 s that every other command would otherwise pay at start-up."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:  # click's types, vendored by typer
+        from analyzer.synth import PRESETS
+
+        lines = [f"{name}: {_describe(scenario)}" for name, scenario in sorted(PRESETS.items())]
+        self.epilog = "Presets (--preset NAME):\n\n" + "\n\n".join(lines)
+        super().format_help(ctx, formatter)
+
+
+def _describe(scenario: object) -> str:
+    """The fields of a preset that differ from the defaults, as the options that set them."""
+    from dataclasses import fields
+
+    from analyzer.synth import Scenario
+
+    default = Scenario()
+    given = [
+        f"--{f.name.replace('_', '-')} {getattr(scenario, f.name)}"
+        for f in fields(Scenario)
+        if f.name == "protocol" or getattr(scenario, f.name) != getattr(default, f.name)
+    ]
+    return " ".join(given).replace("--resume True", "--resume")
+
+
+@app.command(cls=_PresetsHelp)
 def generate(
-    output: Annotated[Path, typer.Option("--output", "-o", help="pcap to write.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="pcap file to write.")],
     preset: Annotated[
-        str | None, typer.Option(help="A named scenario; other options override its fields.")
+        str | None,
+        typer.Option(
+            help="A named scenario (listed below); the other options override its fields. "
+            "(default: none, each option's own default)"
+        ),
     ] = None,
     protocol: Annotated[
-        str | None, typer.Option(help="http1, http2, amqp, mqtt or websocket.")
+        str | None,
+        typer.Option(help="http1, http2, amqp, mqtt or websocket. (default: http1)"),
     ] = None,
-    tls: Annotated[str | None, typer.Option(help="off, 1.2 or 1.3.")] = None,
-    messages: Annotated[int | None, typer.Option(help="Messages in all.")] = None,
+    tls: Annotated[str | None, typer.Option(help="off, 1.2 or 1.3. (default: off)")] = None,
+    messages: Annotated[
+        int | None, typer.Option(help="Messages in all connections together. (default: 10)")
+    ] = None,
     per_connection: Annotated[
-        int | None, typer.Option(help="A new connection every K messages (1 = no reuse).")
+        int | None,
+        typer.Option(
+            help="A new connection every K messages (1 = no reuse). (default: all on one)"
+        ),
     ] = None,
-    payload: Annotated[int | None, typer.Option(help="Body bytes per message.")] = None,
+    payload: Annotated[
+        int | None, typer.Option(help="Body bytes per message. (default: 100)")
+    ] = None,
     concurrency: Annotated[
-        int | None, typer.Option(help="Concurrent HTTP/2 streams or pipelined HTTP/1.1.")
+        int | None,
+        typer.Option(help="Concurrent HTTP/2 streams or pipelined HTTP/1.1 requests. (default: 1)"),
     ] = None,
     amqp_mode: Annotated[
-        str | None, typer.Option(help="publish, confirm, confirm-async or consume.")
+        str | None,
+        typer.Option(help="publish, confirm, confirm-async or consume. (default: confirm)"),
     ] = None,
-    mqtt_qos: Annotated[int | None, typer.Option(help="MQTT QoS of each PUBLISH: 0, 1, 2.")] = None,
+    mqtt_qos: Annotated[
+        int | None, typer.Option(help="MQTT QoS of each PUBLISH: 0, 1, 2. (default: 1)")
+    ] = None,
     resume: Annotated[
-        bool | None, typer.Option("--resume", help="Reconnects resume the TLS session.")
+        bool | None,
+        typer.Option("--resume", help="Reconnects resume the TLS session. (default: off)"),
     ] = None,
-    mtu: Annotated[int | None, typer.Option(help="IP MTU of the path (default 1500).")] = None,
-    rtt_ms: Annotated[float | None, typer.Option(help="Round-trip time (default 10).")] = None,
+    mtu: Annotated[
+        int | None, typer.Option(help="IP MTU of the path, in bytes. (default: 1500)")
+    ] = None,
+    rtt_ms: Annotated[
+        float | None, typer.Option(help="Round-trip time, in milliseconds. (default: 10)")
+    ] = None,
     loss: Annotated[
-        float | None, typer.Option(help="Probability a data segment is lost (seeded).")
+        float | None,
+        typer.Option(help="Probability (0 to 0.5) a data segment is lost (seeded). (default: 0)"),
     ] = None,
     reorder: Annotated[
-        float | None, typer.Option(help="Probability a data segment is reordered (seeded).")
+        float | None,
+        typer.Option(
+            help="Probability (0 to 0.5) a data segment is reordered (seeded). (default: 0)"
+        ),
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for loss and reordering.")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed for payloads, loss and reordering. (default: 0)")
+    ] = None,
     keylog: Annotated[
-        Path | None, typer.Option("--keylog", help="Write the TLS key log here.")
+        Path | None,
+        typer.Option("--keylog", help="Write the TLS key log here. (default: not written)"),
     ] = None,
     truth: Annotated[
-        Path | None, typer.Option("--truth", help="Write the ground truth JSON here.")
+        Path | None,
+        typer.Option("--truth", help="Write the ground truth JSON here. (default: not written)"),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
 ) -> None:
     """Synthetic traffic with known ground truth: real protocol bytes, a simulated network."""
     from analyzer.escape import terminal
+    from analyzer.progress import working
     from analyzer.synth import Scenario
     from analyzer.synth import generate as run_generate
     from analyzer.synth import preset as named
@@ -336,7 +526,8 @@ def generate(
         scenario = named(preset, **fields) if preset else Scenario(**fields)  # type: ignore[arg-type]
         if keylog is not None and scenario.tls == "off":
             raise UsageError("--keylog needs --tls 1.2 or 1.3")
-        result = run_generate(scenario.validate())
+        with working(f"generating {scenario.messages:,} messages"):
+            result = run_generate(scenario.validate())
     except WireprobeError as err:
         fail(str(err))
     files = [result.pcap()]
@@ -357,26 +548,31 @@ def generate(
 
 @app.command()
 def capture(
-    output: Annotated[Path, typer.Option("--output", "-o", help="pcap to write.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="pcap file to write.")],
     protocol: Annotated[
         str, typer.Option(help="http1, http2, amqp, mqtt, nats or websocket.")
     ] = "http1",
     tls: Annotated[str, typer.Option(help="off, 1.2 or 1.3 (HTTP only).")] = "off",
-    messages: Annotated[int, typer.Option(help="Messages in all.")] = 10,
+    messages: Annotated[int, typer.Option(help="Messages in all connections together.")] = 10,
     per_connection: Annotated[
-        int | None, typer.Option(help="A new connection every K messages (1 = no reuse).")
+        int | None,
+        typer.Option(
+            help="A new connection every K messages (1 = no reuse). (default: all on one)"
+        ),
     ] = None,
     payload: Annotated[int, typer.Option(help="Body bytes per message.")] = 100,
     concurrency: Annotated[
         int, typer.Option(help="HTTP requests in flight (HTTP/2 streams, HTTP/1.1 connections).")
     ] = 1,
     amqp_mode: Annotated[
-        str | None, typer.Option(help="publish, confirm (default) or consume.")
+        str | None, typer.Option(help="publish, confirm or consume. (default: confirm)")
     ] = None,
-    amqp_url: Annotated[
-        str, typer.Option(help="The broker.")
-    ] = "amqp://guest:guest@127.0.0.1:5672/",
-    mqtt_qos: Annotated[int | None, typer.Option(help="MQTT QoS of each PUBLISH: 0, 1, 2.")] = None,
+    amqp_url: Annotated[str, typer.Option(help="The AMQP broker's URL.")] = (
+        "amqp://guest:guest@127.0.0.1:5672/"
+    ),
+    mqtt_qos: Annotated[
+        int | None, typer.Option(help="MQTT QoS of each PUBLISH: 0, 1, 2. (default: 1)")
+    ] = None,
     mqtt_version: Annotated[
         int, typer.Option(help="MQTT 4 (3.1.1) or 5 (subscribes to its own topic, aliases it).")
     ] = 4,
@@ -386,10 +582,13 @@ def capture(
     nats_server: Annotated[str, typer.Option(help="nats-server, HOST:PORT.")] = "127.0.0.1:4222",
     mtu: Annotated[
         int | None,
-        typer.Option(help="1500: the client in a network namespace behind a veth pair (root)."),
+        typer.Option(
+            help="IP MTU in bytes, e.g. 1500: the client in a network namespace behind a veth "
+            "pair (root). (default: loopback's 65536)"
+        ),
     ] = None,
     keylog: Annotated[
-        Path | None, typer.Option("--keylog", help="TLS key log (default: OUTPUT.keys).")
+        Path | None, typer.Option("--keylog", help="TLS key log to write. (default: OUTPUT.keys)")
     ] = None,
     fmt: Annotated[
         str, typer.Option("--format", "-f", help="table, json, csv or markdown.")
@@ -399,6 +598,8 @@ def capture(
     """Real peers (hypercorn + httpx, pika + RabbitMQ) on loopback, recorded, then analysed."""
     from analyzer.escape import terminal
     from analyzer.keylog import KeyLog
+
+    _require_live_extra()
     from analyzer.live import LiveOptions, run_capture
     from analyzer.pipeline import analyze as run_analysis
     from analyzer.report import FORMATS, Collector
@@ -450,7 +651,26 @@ def capture(
         )
     from analyzer.output import plan
 
+    _print_findings(collector.findings(analysis), notes_too=fmt == "csv")
     _write_report(plan(None), lambda out: collector.render(analysis, out))
+
+
+#: The modules of the ``live`` extra (pyproject.toml) that ``wireprobe capture`` runs.
+LIVE_MODULES = ("hypercorn", "httpx", "pika", "paho.mqtt", "nats", "websockets")
+
+
+def _require_live_extra() -> None:
+    """One line saying what to install, instead of a ModuleNotFoundError from deep inside."""
+    import importlib
+
+    for name in LIVE_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            fail(
+                f"wireprobe capture needs the live extra ({name} is missing): "
+                "pip install 'wireprobe[live]'"
+            )
 
 
 @app.command()
@@ -459,35 +679,73 @@ def compare(
         int, typer.Option(help="Messages in each scenario (caps messages per connection).")
     ] = 200,
     payload: Annotated[
-        list[int] | None, typer.Option(help="Payload size in bytes; repeat for several.")
+        list[int] | None,
+        typer.Option(
+            help="Payload size in bytes; repeat for several. (default: 16, 1024 and 65536)"
+        ),
     ] = None,
     live: Annotated[
-        bool, typer.Option("--live", help="Record real peers instead of generating.")
+        bool,
+        typer.Option(
+            "--live", help="Record real peers instead of generating (needs the live extra)."
+        ),
     ] = False,
-    output_dir: Annotated[Path, typer.Option("--output-dir", help="Where the report goes.")] = Path(
-        "wireprobe-report"
-    ),
+    output_dir: Annotated[
+        Path, typer.Option("--output-dir", help="Directory the report is written to.")
+    ] = Path("wireprobe-report"),
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite a non-empty output directory.")
     ] = False,
 ) -> None:
     """REST calls against a message queue, measured: tables, charts and claims."""
-    from rich.console import Console
-
     from analyzer.compare.command import compare_command
     from analyzer.compare.matrix import DEFAULT_PAYLOADS
+    from analyzer.progress import working
 
+    if live:
+        _require_live_extra()
+    console, flush = _deferred_console()
     try:
-        compare_command(
-            messages=messages,
-            payloads=tuple(payload) if payload else DEFAULT_PAYLOADS,
-            live=live,
-            output_dir=output_dir,
-            force=force,
-            console=Console(),
-        )
+        with working("comparing: generating and analysing the scenarios"):
+            compare_command(
+                messages=messages,
+                payloads=tuple(payload) if payload else DEFAULT_PAYLOADS,
+                live=live,
+                output_dir=output_dir,
+                force=force,
+                console=console,
+            )
     except WireprobeError as err:
         fail(str(err))
+    flush()
+
+
+def _deferred_console() -> tuple[Console, Callable[[], None]]:
+    """A console for compare's tables, and how to show them: held back while a progress
+    display runs on the same terminal (the two would overwrite each other), printed after."""
+    import io
+
+    from rich.console import Console
+
+    from analyzer.progress import stderr_is_terminal
+
+    if not stderr_is_terminal():
+        return Console(), lambda: None
+    buffer = io.StringIO()
+    terminal = Console()
+    held = Console(
+        file=buffer,
+        width=terminal.width,
+        force_terminal=terminal.is_terminal,
+        color_system=terminal.color_system,  # type: ignore[arg-type]
+    )
+
+    def flush() -> None:
+        from analyzer.output import plan
+
+        _write_report(plan(None), lambda out: print(buffer.getvalue(), end="", file=out))
+
+    return held, flush
 
 
 #: Signals that end a run like Ctrl-C does: partial files removed, exit 128 + the signal's

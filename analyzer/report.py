@@ -12,25 +12,30 @@ import heapq
 import io
 import json
 import tempfile
-from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import IO, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from analyzer import escape
-from analyzer.detect import REGISTRY
+from analyzer.findings import (
+    PROTOCOL_NAMES,
+    Finding,
+    Health,
+    Tally,
+    compute,
+    counted,
+    health,
+    health_lines,
+)
 from analyzer.pipeline import Analysis
 from analyzer.records import Record
 
 FORMATS = ("table", "json", "csv", "markdown")
 #: Connections listed under "costliest connections" in the table and Markdown reports.
 TOP_CONNECTIONS = 10
-
-#: protocol -> printed name, from the registry of protocols (analyzer/detect.py)
-PROTOCOL_NAMES = {**REGISTRY.titles, "unknown": "unknown"}
 
 CSV_COLUMNS = (
     "id",
@@ -58,78 +63,85 @@ CSV_COLUMNS = (
     "undecoded_bytes",
     "retransmitted_bytes",
     "anomalies",
+    # Added after the first release; the columns above keep their names and order.
+    "missing_bytes",
+    "orig_packets",
+    "resp_packets",
+    "orig_wire_bytes",
+    "resp_wire_bytes",
+    "first_ts",
+    "last_ts",
+    "closed",
+    "sni",
+    "alpn",
+    "tls_decrypted",
+    "source",
     # Added after the first release: last, so positional readers of the columns above still work.
     "community_id",
 )
 
 
-@dataclass(slots=True)
-class _FindingCounts:
-    single_message: Counter[str] = field(default_factory=Counter)
-    single_setup_bytes: Counter[str] = field(default_factory=Counter)
-    single_setup_trips: Counter[str] = field(default_factory=Counter)
-    undecrypted_tls: int = 0
-    undecrypted_alpn: Counter[str] = field(default_factory=Counter)
-    retransmitted: int = 0
-    wire: int = 0
-    anomalies: Counter[str] = field(default_factory=Counter)
-
-
 class Collector:
     """Receives each finished connection's records (``Analysis``'s ``on_record``)."""
 
-    def __init__(self, fmt: str, top: int | None = None) -> None:
+    def __init__(
+        self,
+        fmt: str,
+        top: int | None = None,
+        *,
+        port_overrides: Mapping[int, str] | None = None,
+        extra_findings: list[Finding] | None = None,
+        transport_only: bool = False,
+    ) -> None:
         self.fmt = fmt
         #: connections the table lists (``--top N``)
         self.top_n = TOP_CONNECTIONS if top is None else top
+        self.transport_only = transport_only
         self._top: list[tuple[int, int, Record]] = []
         self._seen = 0
-        self.findings = _FindingCounts()
+        self.tally = Tally(port_overrides=dict(port_overrides or {}))
+        self._extra = list(extra_findings or [])
+        self._findings: list[Finding] | None = None
         self._conns: IO[str] | None = None
         self._msgs: IO[str] | None = None
-        self._csv_rows: IO[str] | None = None
-        if fmt == "json":
+        if fmt in ("json", "csv"):
             # Spools live until render() closes them: records stream in between.
             self._conns = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
+        if fmt == "json":
             self._msgs = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
-        elif fmt == "csv":
-            self._csv_rows = tempfile.TemporaryFile("w+", encoding="utf-8", newline="")  # noqa: SIM115
 
     def add(self, record: Record, messages: Iterator[Record]) -> None:
         self._seen += 1
-        self._note(record)
-        if self._conns is not None and self._msgs is not None:
+        self.tally.add(record)
+        if self._conns is not None:
             self._conns.write(json.dumps(record, sort_keys=False) + "\n")
+        if self._msgs is not None:
             for message in messages:
+                self.tally.add_message(message)
                 self._msgs.write(json.dumps(message, sort_keys=False) + "\n")
-        elif self._csv_rows is not None:
-            csv.writer(self._csv_rows).writerow(escape.csv_row(_csv_row(record)))
         else:
+            for message in messages:
+                self.tally.add_message(message)
+        if self.fmt not in ("json", "csv"):
             item = (record["wire_bytes"], -self._seen, record)
             if len(self._top) < self.top_n:
                 heapq.heappush(self._top, item)
             elif self.top_n:
                 heapq.heappushpop(self._top, item)
 
-    def _note(self, record: Record) -> None:
-        f = self.findings
-        f.wire += record["wire_bytes"]
-        f.retransmitted += record["retransmitted_bytes"]
-        for anomaly in record["anomalies"]:
-            f.anomalies[anomaly["name"]] += anomaly["count"]
-        if record["messages"] == 1:
-            protocol = record["protocol"]
-            f.single_message[protocol] += 1
-            f.single_setup_bytes[protocol] += record["setup_bytes"]
-            f.single_setup_trips[protocol] += record["setup_round_trips"]
-        tls = record["tls"]
-        if tls and not tls["decrypted"]:
-            f.undecrypted_tls += 1
-            if tls["alpn"]:
-                f.undecrypted_alpn[tls["alpn"]] += 1
-
     def top(self) -> list[Record]:
         return [r for _, _, r in sorted(self._top, reverse=True)]
+
+    def findings(self, analysis: Analysis) -> list[Finding]:
+        """The run's findings, computed once and shared by every renderer and the CLI."""
+        if self._findings is None:
+            self._findings = compute(
+                analysis, self.tally, self._extra, decoded=not self.transport_only
+            )
+        return self._findings
+
+    def health(self, analysis: Analysis) -> Health:
+        return health(analysis, self.tally, decoded=not self.transport_only)
 
     # -- rendering --------------------------------------------------------------------------
 
@@ -137,11 +149,18 @@ class Collector:
         if self.fmt == "json":
             self._render_json(analysis, out)
         elif self.fmt == "csv":
-            self._render_csv(out)
-        elif self.fmt == "markdown":
-            out.write(render_markdown(analysis, self.top(), findings(analysis, self.findings)))
+            self._render_csv(analysis, out)
         else:
-            out.write(render_table(analysis, self.top(), findings(analysis, self.findings)))
+            view = ReportView(
+                analysis=analysis,
+                top=self.top(),
+                shown_of=self._seen,
+                health=self.health(analysis),
+                findings=self.findings(analysis),
+                transport_only=self.transport_only,
+                transport=self.tally,
+            )
+            out.write(render_markdown(view) if self.fmt == "markdown" else render_table(view))
 
     def _render_json(self, analysis: Analysis, out: IO[str]) -> None:
         assert self._conns is not None and self._msgs is not None
@@ -158,21 +177,42 @@ class Collector:
                 first = False
             out.write("\n  ],\n" if not first else "],\n")
             spool.close()
+        out.write(f'  "health": {json.dumps(self.health(analysis).as_dict())},\n')
+        found = [f.as_dict() for f in self.findings(analysis)]
+        out.write(f'  "findings": {json.dumps(found, indent=2)},\n')
         out.write(f'  "summary": {json.dumps(analysis.summary, indent=2)}\n}}\n')
 
-    def _render_csv(self, out: IO[str]) -> None:
-        assert self._csv_rows is not None
+    def _render_csv(self, analysis: Analysis, out: IO[str]) -> None:
+        assert self._conns is not None
         writer = csv.writer(out)
         writer.writerow(CSV_COLUMNS)
-        self._csv_rows.seek(0)
-        for line in self._csv_rows:
-            out.write(line)
-        self._csv_rows.close()
+        self._conns.seek(0)
+        for line in self._conns:
+            record = json.loads(line)
+            writer.writerow(escape.csv_row(_csv_row(record, _sources(analysis, record))))
+        self._conns.close()
 
 
-def _csv_row(record: Record) -> list[object]:
+def _sources(analysis: Analysis, record: Record) -> str:
+    """The input files whose packets span the connection's time (';'-joined).
+
+    Records do not say which file each packet came from; with files captured one after another
+    the time ranges name exactly one, with files captured side by side (two interfaces) each
+    that may hold the connection's packets.
+    """
+    first, last = record["first_ts"], record["last_ts"]
+    paths = [
+        c["path"]
+        for c in analysis.captures
+        if c["first_ts"] is not None and c["first_ts"] <= last and c["last_ts"] >= first
+    ]
+    return ";".join(paths)
+
+
+def _csv_row(record: Record, source: str) -> list[object]:
     tls = record["tls"] or {}
     layers = record["layers"]
+    directions = record["directions"]
     anomalies = ";".join(f"{a['name']}={a['count']}" for a in record["anomalies"])
     return [
         record["id"],
@@ -194,53 +234,39 @@ def _csv_row(record: Record) -> list[object]:
         record["undecoded_bytes"],
         record["retransmitted_bytes"],
         anomalies,
+        record["missing_bytes"],
+        directions["orig"]["packets"],
+        directions["resp"]["packets"],
+        directions["orig"]["wire_bytes"],
+        directions["resp"]["wire_bytes"],
+        f"{record['first_ts']:.6f}",
+        f"{record['last_ts']:.6f}",
+        record["closed"],
+        tls.get("sni") or "",
+        tls.get("alpn") or "",
+        "" if not tls else int(tls["decrypted"]),
+        source,
         record["community_id"],
     ]
 
 
-# -- findings -------------------------------------------------------------------------------
-
-
-def findings(analysis: Analysis, f: _FindingCounts) -> list[str]:
-    """Lines that say what a user should act on, from the numbers of this run."""
-    lines: list[str] = []
-    for protocol, count in sorted(f.single_message.items()):
-        total = analysis.summary.get(protocol, {}).get("connections") or 0
-        if count < 2 or count * 2 < total:
-            continue
-        setup = f.single_setup_bytes[protocol] / count
-        trips = f.single_setup_trips[protocol] / count
-        lines.append(
-            f"{count} {PROTOCOL_NAMES.get(protocol, protocol)} connections carried 1 message each: "
-            f"every message paid the connection's setup ({setup:.0f} bytes, "
-            f"{trips:.1f} round trips). Reusing connections would save it."
-        )
-    if f.undecrypted_tls:
-        alpn = ", ".join(f"{n} with ALPN {a}" for a, n in sorted(f.undecrypted_alpn.items()))
-        lines.append(
-            f"{f.undecrypted_tls} TLS connections could not be decrypted"
-            + (f" ({alpn})" if alpn else "")
-            + ": a key log (--keylog FILE, from SSLKEYLOGFILE) would add their messages, "
-            "framing and payload figures."
-        )
-    if f.wire and f.retransmitted * 100 >= f.wire:
-        lines.append(
-            f"Retransmissions are {100 * f.retransmitted / f.wire:.1f}% of the bytes "
-            f"({f.retransmitted} bytes): loss on the path costs more than any framing."
-        )
-    gaps = f.anomalies.get("tcp.gap", 0)
-    if gaps:
-        lines.append(
-            f"{gaps} gaps in TCP streams: the capture missed segments; bytes after them may be "
-            "undecoded (use a bigger capture buffer or capture closer to the host)."
-        )
-    skipped_frag = analysis.skipped.get("ip.fragment", 0)
-    if skipped_frag:
-        lines.append(f"{skipped_frag} IP fragments were skipped (not reassembled).")
-    return lines
-
-
 # -- table and markdown ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportView:
+    """What the table and Markdown reports show, gathered once."""
+
+    analysis: Analysis
+    #: the costliest connections, costliest first
+    top: list[Record]
+    #: how many connections the run had (``top`` lists at most ``TOP_CONNECTIONS`` of them)
+    shown_of: int
+    health: Health
+    findings: list[Finding]
+    transport_only: bool
+    #: transport totals (packets, header bytes) for ``--transport-only``'s table
+    transport: Tally
 
 
 def _fmt(value: Any, digits: int = 0) -> str:
@@ -253,6 +279,8 @@ def _fmt(value: Any, digits: int = 0) -> str:
     return str(value)
 
 
+#: One name per quantity in every table: "RT" is a count of round trips (from packet order,
+#: DESIGN.md section 4), never a time, so no column says "RTT".
 SUMMARY_COLUMNS = (
     ("protocol", None, 0),
     ("connections", "connections", 0),
@@ -261,9 +289,13 @@ SUMMARY_COLUMNS = (
     ("marginal B/msg", "marginal_bytes_per_message", 0),
     ("loaded B/msg", "loaded_bytes_per_message", 0),
     ("payload eff.", "payload_efficiency", 3),
-    ("RTT/msg", "round_trips_per_message", 2),
+    ("RT/msg", "round_trips_per_message", 2),
     ("handshakes/msg", "handshakes_per_message", 2),
-    ("wire bytes", "wire_bytes", 0),
+    ("wire B", "wire_bytes", 0),
+)
+SUMMARY_LEGEND = (
+    "B: bytes on the wire. marginal: a message's own bytes; loaded: plus its share of its "
+    "connection's setup, teardown and control. RT: round trips, counted from packet order."
 )
 
 
@@ -276,6 +308,27 @@ def _summary_rows(analysis: Analysis) -> list[list[str]]:
             row.append(_fmt(figures.get(key), digits))
         rows.append(row)
     return rows
+
+
+CONNECTION_HEADERS = (
+    "id",
+    "connection",
+    "protocol",
+    "msgs",
+    "wire B",
+    "L2-4 B",
+    "TLS B",
+    "framing B",
+    "payload B",
+    "opaque B",
+    "setup B",
+    "RT",
+)
+CONNECTION_LEGEND = (
+    "wire B = L2-4 + TLS + framing + payload + opaque (layers; opaque: not decoded). "
+    "setup B is the part of wire B spent before the first message, across layers. "
+    "RT: the connection's round trips, setup + messages."
+)
 
 
 def _connection_rows(top: list[Record]) -> list[list[str]]:
@@ -293,6 +346,7 @@ def _connection_rows(top: list[Record]) -> list[list[str]]:
                 _fmt(layers["tls"]),
                 _fmt(layers["framing"]),
                 _fmt(layers["payload"]),
+                _fmt(layers["opaque"]),
                 _fmt(r["setup_bytes"]),
                 _fmt(r["round_trips"], 1),
             ]
@@ -300,58 +354,159 @@ def _connection_rows(top: list[Record]) -> list[list[str]]:
     return rows
 
 
-CONNECTION_HEADERS = (
-    "id",
-    "connection",
-    "protocol",
-    "msgs",
+#: ``--transport-only`` decodes no application bytes: its tables show what it did measure.
+TRANSPORT_HEADERS = (
+    "connections",
+    "packets",
+    "TCP handshakes",
     "wire B",
     "L2-4 B",
-    "TLS B",
-    "framing B",
-    "payload B",
-    "setup B",
-    "RTT",
+    "TCP payload B",
+    "retransmitted B",
+    "missing B",
 )
+TRANSPORT_LEGEND = (
+    "--transport-only: link/IP/TCP figures; application bytes were not decoded, so no "
+    "messages are counted. wire B = L2-4 + TCP payload."
+)
+TRANSPORT_CONNECTION_HEADERS = (
+    "id",
+    "connection",
+    "packets",
+    "wire B",
+    "L2-4 B",
+    "TCP payload B",
+    "retransmitted B",
+    "missing B",
+    "closed",
+)
+
+
+def _transport_rows(view: ReportView) -> list[list[str]]:
+    t, h = view.transport, view.health
+    return [
+        [
+            _fmt(t.connections),
+            _fmt(t.packets),
+            _fmt(t.tcp_handshakes),
+            _fmt(t.wire),
+            _fmt(t.header_bytes),
+            _fmt(t.wire - t.header_bytes),
+            _fmt(h.retransmitted_bytes),
+            _fmt(h.missing_bytes),
+        ]
+    ]
+
+
+def _transport_connection_rows(top: list[Record]) -> list[list[str]]:
+    rows = []
+    for r in top:
+        layers = r["layers"]
+        headers = layers["link"] + layers["ip"] + layers["tcp"]
+        rows.append(
+            [
+                r["id"],
+                f"{r['orig']} → {r['resp']}",
+                _fmt(r["packets"]),
+                _fmt(r["wire_bytes"]),
+                _fmt(headers),
+                _fmt(r["wire_bytes"] - headers),
+                _fmt(r["retransmitted_bytes"]),
+                _fmt(r["missing_bytes"]),
+                r["closed"],
+            ]
+        )
+    return rows
 
 
 def _totals_line(analysis: Analysis) -> str:
     paths = ", ".join(c["path"] for c in analysis.captures)
     skipped = sum(analysis.skipped.values())
     return (
-        f"{paths}: {analysis.packets:,} packets ({analysis.tcp_packets:,} TCP, {skipped:,} "
-        f"skipped), {analysis.connections:,} connections, {analysis.messages:,} messages"
+        f"{paths}: {counted(analysis.packets, 'packet')} ({analysis.tcp_packets:,} TCP, "
+        f"{skipped:,} skipped), {counted(analysis.connections, 'connection')}, "
+        f"{counted(analysis.messages, 'message')}"
     )
 
 
-def render_table(analysis: Analysis, top: list[Record], lines: list[str]) -> str:
+def _top_title(view: ReportView) -> str:
+    """Say when the list is capped, and by how much."""
+    shown = len(view.top)
+    if shown < view.shown_of:
+        return f"Costliest connections ({shown:,} of {view.shown_of:,})"
+    return f"Connections ({shown:,})"
+
+
+def _sections(view: ReportView) -> list[tuple[str, tuple[str, ...], list[list[str]], str]]:
+    """(title, headers, rows, legend) of each table, in reading order."""
+    if view.transport_only:
+        return [
+            ("Transport (link/IP/TCP)", TRANSPORT_HEADERS, _transport_rows(view), TRANSPORT_LEGEND),
+            (
+                _top_title(view),
+                TRANSPORT_CONNECTION_HEADERS,
+                _transport_connection_rows(view.top),
+                "",
+            ),
+        ]
+    summary_headers = tuple(c[0] for c in SUMMARY_COLUMNS)
+    return [
+        (
+            "Cost per message, by protocol",
+            summary_headers,
+            _summary_rows(view.analysis),
+            SUMMARY_LEGEND,
+        ),
+        (_top_title(view), CONNECTION_HEADERS, _connection_rows(view.top), CONNECTION_LEGEND),
+    ]
+
+
+#: Characters per line of the table report: its widest table (12 columns with an address pair)
+#: fits without wrapping; the report is a file, not sized to whatever terminal shows it.
+TABLE_WIDTH = 160
+
+LEFT_COLUMNS = ("protocol", "id", "connection", "closed")
+#: Columns a reader scans whole (an id, an address pair): never wrapped over two lines.
+UNWRAPPED_COLUMNS = ("id", "connection", "protocol")
+
+
+def render_table(view: ReportView) -> str:
     buffer = io.StringIO()
     # markup, emoji and highlighting off: every string printed here is data (analyzer/escape.py).
     console = Console(
         file=buffer,
-        width=140,
+        width=TABLE_WIDTH,
         force_terminal=False,
         color_system=None,
         markup=False,
         emoji=False,
         highlight=False,
     )
-    console.print(escape.terminal_text(_totals_line(analysis)))
-    summary = Table(title="Cost per message, by protocol", title_justify="left")
-    for name, _, _ in SUMMARY_COLUMNS:
-        summary.add_column(name, justify="left" if name == "protocol" else "right")
-    for row in _summary_rows(analysis):
-        summary.add_row(*map(escape.terminal_text, row))
-    console.print(summary)
-    if top:
-        conns = Table(title="Costliest connections", title_justify="left")
-        for name in CONNECTION_HEADERS:
-            conns.add_column(name, justify="left" if name in ("id", "connection") else "right")
-        for row in _connection_rows(top):
-            conns.add_row(*map(escape.terminal_text, row))
-        console.print(conns)
-    for line in lines:
-        console.print(escape.terminal_text(f"• {line}"))
+    console.print(escape.terminal_text(_totals_line(view.analysis)))
+    for title, headers, rows, legend in _sections(view):
+        if not rows:
+            continue
+        table = Table(title=title, title_justify="left", caption=legend or None)
+        table.caption_justify = "left"
+        for name in headers:
+            table.add_column(
+                name,
+                justify="left" if name in LEFT_COLUMNS else "right",
+                no_wrap=name in UNWRAPPED_COLUMNS,
+            )
+        for row in rows:
+            table.add_row(*map(escape.terminal_text, row))
+        console.print(table)
+    health_table = Table(title="Health", title_justify="left", show_header=False)
+    health_table.add_column("quantity")
+    health_table.add_column("value")
+    for name, value in health_lines(view.health):
+        health_table.add_row(name, escape.terminal_text(value))
+    console.print(health_table)
+    if view.findings:
+        console.print("Findings")
+    for finding in view.findings:
+        console.print(escape.terminal_text(f"• {finding.severity}: {finding.message}"))
     return buffer.getvalue()
 
 
@@ -364,19 +519,20 @@ def _md_table(headers: tuple[str, ...] | list[str], rows: list[list[str]]) -> st
     return "\n".join(out) + "\n"
 
 
-def render_markdown(analysis: Analysis, top: list[Record], lines: list[str]) -> str:
-    totals = escape.markdown(_totals_line(analysis))
-    parts = ["# wireprobe analysis\n", totals + "\n", "## Cost per message\n"]
-    parts.append(_md_table([c[0] for c in SUMMARY_COLUMNS], _summary_rows(analysis)))
-    if top:
-        # Markdown has the width the terminal table lacks: the Community ID joins Zeek's logs.
-        rows = [
-            [r["community_id"], *row] for r, row in zip(top, _connection_rows(top), strict=True)
+def render_markdown(view: ReportView) -> str:
+    parts = ["# wireprobe analysis\n", escape.markdown(_totals_line(view.analysis)) + "\n"]
+    for title, headers, rows, legend in _sections(view):
+        if not rows:
+            continue
+        parts += [f"## {title}\n", _md_table(headers, rows)]
+        if legend:
+            parts.append(f"{legend}\n")
+    parts += [
+        "## Health\n",
+        _md_table(["quantity", "value"], [list(h) for h in health_lines(view.health)]),
+    ]
+    if view.findings:
+        parts += ["## Findings\n"] + [
+            f"- {f.severity}: {escape.markdown(f.message)}\n" for f in view.findings
         ]
-        parts += [
-            "\n## Costliest connections\n",
-            _md_table(["community id", *CONNECTION_HEADERS], rows),
-        ]
-    if lines:
-        parts += ["\n## Findings\n"] + [f"- {escape.markdown(line)}\n" for line in lines]
-    return "\n".join(parts)
+    return "\n".join(parts).rstrip("\n") + "\n"

@@ -619,7 +619,13 @@ def render_capture_html(analysis_json: dict[str, Any]) -> str:
     summary = [_summary_row(p, s) for p, s in sorted(analysis_json.get("summary", {}).items())]
     top = sorted(analysis_json["connections"], key=lambda c: -c["wire_bytes"])[:TOP_CONNECTIONS]
     chart = _capture_chart(analysis_json)
-    findings = capture_findings(analysis_json)
+    # The analysis's own list (analyzer/findings.py), so HTML and the other formats agree.
+    listed = analysis_json.get("findings")
+    findings = (
+        [f"{f['severity']}: {f['message']}" for f in listed]
+        if listed is not None
+        else capture_findings(analysis_json)
+    )
     body = (
         f"<h1>wireprobe: {_e(captures or 'capture')}</h1>"
         f"<p>{_e(_num(analysis_json.get('packets')))} packets, "
