@@ -136,6 +136,13 @@ def count_packets(path: str) -> int:
     return sum(1 for _ in CaptureSet([path]))
 
 
+def _shown(path: str) -> str:
+    """A path inside the working directory as a relative one: figures pasted into the README
+    name no folder of the machine that made them."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("capture")
@@ -194,7 +201,7 @@ def main() -> None:
     print(f"capture: {args.capture} x{args.repeat}: {packets:,} packets, {size_mb:.1f} MiB")
     print(
         f"best of {max(args.runs, 1)} runs each; {platform.python_implementation()} "
-        f"{platform.python_version()} ({sys.executable})"
+        f"{platform.python_version()} ({_shown(sys.executable)})"
     )
     print(f"{'tool':<36} {'CPU s':>7} {'wall s':>7} {'packets/CPU s':>14} {'peak MiB':>9}")
     for name, (cpu, wall, rss) in (
