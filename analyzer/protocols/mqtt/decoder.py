@@ -37,7 +37,6 @@ from analyzer.events import (
     SETUP,
     TEARDOWN,
     UNDECODED,
-    Anomaly,
     Event,
     MessageAnswered,
     MessageEnded,
@@ -46,9 +45,9 @@ from analyzer.events import (
     MessageStarted,
     ProtocolIdentified,
     SetupEnded,
-    Span,
 )
 from analyzer.options import DecodeOptions
+from analyzer.protocols.eventwriter import EventWriter
 from analyzer.protocols.mqtt.wire import (
     AUTH,
     CONNACK,
@@ -129,7 +128,7 @@ class _Direction:
     aliases: dict[int, str] = field(default_factory=dict)
 
 
-class MqttDecoder:
+class MqttDecoder(EventWriter):
     """Sans-IO MQTT decoder: bytes of both directions in, ledger events out."""
 
     def __init__(
@@ -197,30 +196,6 @@ class MqttDecoder:
         return self._flush()
 
     # ---------------------------------------------------------------- plumbing
-
-    def _flush(self) -> list[Event]:
-        events, self._events = self._events, []
-        return events
-
-    def _anomaly(self, name: str) -> None:
-        self._events.append(Anomaly(name))
-
-    def _span(self, direction: int, start: int, end: int, owner: int, layer: int) -> None:
-        """Append a span, merged with the previous one when they touch (fewer events)."""
-        if end <= start:
-            return
-        events = self._events
-        last = events[-1] if events else None
-        if (
-            type(last) is Span
-            and last.direction == direction
-            and last.end == start
-            and last.owner == owner
-            and last.layer == layer
-        ):
-            last.end = end
-            return
-        events.append(Span(direction, start, end, owner, layer))
 
     def _origin(self, state: _Direction, offset: int) -> tuple[int, float]:
         """(ordinal, ts) of the feed that delivered the byte at stream ``offset``."""

@@ -24,16 +24,15 @@ from analyzer.events import (
     PAYLOAD,
     SETUP,
     UNDECODED,
-    Anomaly,
     Event,
     MessageEnded,
     MessageIds,
     MessageNote,
     MessageStarted,
     ProtocolIdentified,
-    Span,
 )
 from analyzer.options import DecodeOptions
+from analyzer.protocols.eventwriter import EventWriter
 from analyzer.protocols.nats.wire import SETUP_VERBS, BadLine, Line, parse_line
 
 PROTOCOL = "nats"
@@ -65,7 +64,7 @@ class _Direction:
     crlf_left: int = 0
 
 
-class NatsDecoder:
+class NatsDecoder(EventWriter):
     """Sans-IO NATS decoder: bytes of both directions in, ledger events out."""
 
     def __init__(
@@ -116,30 +115,6 @@ class NatsDecoder:
         return self._flush()
 
     # ---------------------------------------------------------------- plumbing
-
-    def _flush(self) -> list[Event]:
-        events, self._events = self._events, []
-        return events
-
-    def _anomaly(self, name: str) -> None:
-        self._events.append(Anomaly(name))
-
-    def _span(self, direction: int, start: int, end: int, owner: int, layer: int) -> None:
-        """Append a span, merged with the previous one when they touch (fewer events)."""
-        if end <= start:
-            return
-        events = self._events
-        last = events[-1] if events else None
-        if (
-            type(last) is Span
-            and last.direction == direction
-            and last.end == start
-            and last.owner == owner
-            and last.layer == layer
-        ):
-            last.end = end
-            return
-        events.append(Span(direction, start, end, owner, layer))
 
     def _lose(self, direction: int) -> None:
         """Give up on what this direction was reading: a held line is undecoded, a streaming

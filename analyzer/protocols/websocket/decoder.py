@@ -25,16 +25,15 @@ from analyzer.events import (
     PAYLOAD,
     TEARDOWN,
     UNDECODED,
-    Anomaly,
     Event,
     MessageEnded,
     MessageIds,
     MessageNote,
     MessageStarted,
     ProtocolIdentified,
-    Span,
 )
 from analyzer.options import DecodeOptions
+from analyzer.protocols.eventwriter import EventWriter
 from analyzer.protocols.websocket.wire import (
     CLOSE,
     CONTINUATION,
@@ -73,7 +72,7 @@ class _Direction:
     message: int = -1
 
 
-class WebSocketDecoder:
+class WebSocketDecoder(EventWriter):
     """Sans-IO RFC 6455 decoder: bytes of both directions in, ledger events out."""
 
     def __init__(
@@ -131,30 +130,6 @@ class WebSocketDecoder:
         return self._flush()
 
     # ---------------------------------------------------------------- plumbing
-
-    def _flush(self) -> list[Event]:
-        events, self._events = self._events, []
-        return events
-
-    def _anomaly(self, name: str) -> None:
-        self._events.append(Anomaly(name))
-
-    def _span(self, direction: int, start: int, end: int, owner: int, layer: int) -> None:
-        """Append a span, merged with the previous one when they touch (fewer events)."""
-        if end <= start:
-            return
-        events = self._events
-        last = events[-1] if events else None
-        if (
-            type(last) is Span
-            and last.direction == direction
-            and last.end == start
-            and last.owner == owner
-            and last.layer == layer
-        ):
-            last.end = end
-            return
-        events.append(Span(direction, start, end, owner, layer))
 
     def _end_message(self, state: _Direction) -> None:
         if state.message >= 0:
