@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from typer.core import TyperCommand
 
-from analyzer.detect import REGISTRY
+from analyzer.decoding.detect import REGISTRY
 from analyzer.errors import UsageError, WireprobeError
 from analyzer.options import AnalyzeOptions, DecodeOptions
 
@@ -27,10 +27,10 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from analyzer.filters import Filter
-    from analyzer.findings import Finding
-    from analyzer.output import Target
     from analyzer.pipeline import Analysis
-    from analyzer.report import Collector
+    from analyzer.report.findings import Finding
+    from analyzer.report.output import Target
+    from analyzer.report.render import Collector
     from analyzer.shards import ShardProgress
 
 app = typer.Typer(
@@ -41,7 +41,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-#: ``--port PROTO=PORT`` choices: every registered protocol (analyzer/detect.py).
+#: ``--port PROTO=PORT`` choices: every registered protocol (analyzer/decoding/detect.py).
 PROTOCOLS = REGISTRY.names
 
 
@@ -86,7 +86,7 @@ def fail(message: str) -> NoReturn:
 
 def say(message: str) -> None:
     """One line on stderr; file names and capture strings in it cannot drive the terminal."""
-    from analyzer.escape import terminal
+    from analyzer.report.escape import terminal
 
     typer.echo(f"wireprobe: {terminal(message)}", err=True)
 
@@ -105,7 +105,7 @@ def parse_ports(values: list[str]) -> dict[int, str]:
 
 
 def _load_keylog(paths: list[Path]) -> object:
-    from analyzer.keylog import KeyLog
+    from analyzer.tls.keylog import KeyLog
 
     keylog = KeyLog()
     for path in paths:
@@ -119,8 +119,8 @@ def _load_keylog(paths: list[Path]) -> object:
 
 
 def _check_output(output: Path | None, inputs: list[str], force: bool) -> Target:
-    """Where the report goes, checked before the analysis runs (analyzer/output.py)."""
-    from analyzer.output import plan
+    """Where the report goes, checked before the analysis runs (analyzer/report/output.py)."""
+    from analyzer.report.output import plan
 
     target = plan(output, force=force)
     if target.path is not None and any(
@@ -133,7 +133,7 @@ def _check_output(output: Path | None, inputs: list[str], force: bool) -> Target
 def _write_report(target: Target, write: Callable[[IO[str]], None]) -> None:
     """Write a report through the one output writer; a reader that left (``| head``) is no
     error, a full disk or a closed standard output is one line and exit 2."""
-    from analyzer.output import ReaderGone, open_target
+    from analyzer.report.output import ReaderGone, open_target
 
     try:
         with open_target(target, "w") as out:
@@ -244,10 +244,10 @@ def analyze(
 
     Warnings go to stderr, one line each; the exit status is 0 whenever the analysis ran.
     """
-    from analyzer.inputs import expand
-    from analyzer.messagelog import log_collector
-    from analyzer.progress import reading
-    from analyzer.report import FORMATS, Collector
+    from analyzer.capture.inputs import expand
+    from analyzer.report.messagelog import log_collector
+    from analyzer.report.progress import reading
+    from analyzer.report.render import FORMATS, Collector
     from analyzer.shards import analyze_inputs
 
     try:
@@ -301,8 +301,8 @@ def analyze(
 
 def _distinct_inputs(captures: list[str]) -> tuple[list[str], list[Finding]]:
     """The inputs to read, and a warning for each one dropped as a repeat of an earlier one."""
-    from analyzer.duplicates import distinct
-    from analyzer.findings import WARNING, Finding
+    from analyzer.capture.duplicates import distinct
+    from analyzer.report.findings import WARNING, Finding
 
     kept, dropped = distinct(captures)
     return kept, [
@@ -324,7 +324,7 @@ def _distinct_inputs(captures: list[str]) -> tuple[list[str], list[Finding]]:
 def _print_findings(findings: list[Finding], *, notes_too: bool) -> None:
     """Warnings on stderr, one line each (every format); notes too where the report has no
     place for them (CSV: a row per connection)."""
-    from analyzer.findings import WARNING
+    from analyzer.report.findings import WARNING
 
     for finding in findings:
         if finding.severity == WARNING or notes_too:
@@ -333,7 +333,7 @@ def _print_findings(findings: list[Finding], *, notes_too: bool) -> None:
 
 def _reading_passes(inputs: list[str]) -> int:
     """Times the inputs are read in one process: several files are surveyed (read through once
-    to order them in time, analyzer/inputs.py) before they are analysed."""
+    to order them in time, analyzer/capture/inputs.py) before they are analysed."""
     return 2 if len(inputs) > 1 and "-" not in inputs else 1
 
 
@@ -376,9 +376,9 @@ def _html_renderer(collector: Collector) -> Callable[[Analysis, IO[str]], None]:
 
 
 def _refuse_overwrite(paths: list[Path | None], force: bool) -> list[Target]:
-    """Each output checked before the work starts (analyzer/output.py: devices and FIFOs need
+    """Each output checked before the work starts (analyzer/report/output.py: devices and FIFOs need
     no --force, an existing regular file does)."""
-    from analyzer.output import plan
+    from analyzer.report.output import plan
 
     targets = [plan(path, force=force) for path in paths if path is not None]
     files = [t.path for t in targets if t.path is not None]
@@ -389,7 +389,7 @@ def _refuse_overwrite(paths: list[Path | None], force: bool) -> list[Target]:
 
 def _write_generated(targets: list[Target], files: list[bytes]) -> None:
     """The pcap, key log and truth complete in place, or none of them cut (issue 15)."""
-    from analyzer.output import ReaderGone, write_all
+    from analyzer.report.output import ReaderGone, write_all
 
     try:
         write_all(list(zip(targets, files, strict=True)))
@@ -498,8 +498,8 @@ def generate(
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
 ) -> None:
     """Synthetic traffic with known ground truth: real protocol bytes, a simulated network."""
-    from analyzer.escape import terminal
-    from analyzer.progress import working
+    from analyzer.report.escape import terminal
+    from analyzer.report.progress import working
     from analyzer.synth import Scenario
     from analyzer.synth import generate as run_generate
     from analyzer.synth import preset as named
@@ -596,13 +596,13 @@ def capture(
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
 ) -> None:
     """Real peers (hypercorn + httpx, pika + RabbitMQ) on loopback, recorded, then analysed."""
-    from analyzer.escape import terminal
-    from analyzer.keylog import KeyLog
+    from analyzer.report.escape import terminal
+    from analyzer.tls.keylog import KeyLog
 
     _require_live_extra()
     from analyzer.live import LiveOptions, run_capture
     from analyzer.pipeline import analyze as run_analysis
-    from analyzer.report import FORMATS, Collector
+    from analyzer.report.render import FORMATS, Collector
 
     try:
         if fmt not in FORMATS:
@@ -649,7 +649,7 @@ def capture(
             f"{len(result.unclosed)} connections not seen closing",
             err=True,
         )
-    from analyzer.output import plan
+    from analyzer.report.output import plan
 
     _print_findings(collector.findings(analysis), notes_too=fmt == "csv")
     _write_report(plan(None), lambda out: collector.render(analysis, out))
@@ -700,7 +700,7 @@ def compare(
     """REST calls against a message queue, measured: tables, charts and claims."""
     from analyzer.compare.command import compare_command
     from analyzer.compare.matrix import DEFAULT_PAYLOADS
-    from analyzer.progress import working
+    from analyzer.report.progress import working
 
     if live:
         _require_live_extra()
@@ -727,7 +727,7 @@ def _deferred_console() -> tuple[Console, Callable[[], None]]:
 
     from rich.console import Console
 
-    from analyzer.progress import stderr_is_terminal
+    from analyzer.report.progress import stderr_is_terminal
 
     if not stderr_is_terminal():
         return Console(), lambda: None
@@ -741,7 +741,7 @@ def _deferred_console() -> tuple[Console, Callable[[], None]]:
     )
 
     def flush() -> None:
-        from analyzer.output import plan
+        from analyzer.report.output import plan
 
         _write_report(plan(None), lambda out: print(buffer.getvalue(), end="", file=out))
 
@@ -808,7 +808,7 @@ def run(argv: list[str] | None = None) -> int:
     except typer.Abort:
         status = INTERRUPTED_EXIT
     except BrokenPipeError:
-        from analyzer.output import silence_stdout
+        from analyzer.report.output import silence_stdout
 
         silence_stdout()  # `wireprobe ... | head`: the reader left; nothing to report
         return 0

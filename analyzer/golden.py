@@ -10,10 +10,10 @@ import io
 import json
 from pathlib import Path
 
-from analyzer.keylog import KeyLog
 from analyzer.options import AnalyzeOptions, DecodeOptions
 from analyzer.pipeline import analyze
-from analyzer.report import Collector
+from analyzer.report.render import Collector
+from analyzer.tls.keylog import KeyLog
 
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".pcap.gz", ".pcapng.gz")
 

@@ -6,11 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from analyzer.budget import MAX_OPEN_CONNECTIONS
+from analyzer.tcp.budget import MAX_OPEN_CONNECTIONS
 
 if TYPE_CHECKING:
     from analyzer.filters import Filter
-    from analyzer.keylog import KeyLog
+    from analyzer.tls.keylog import KeyLog
 
 #: Seconds of capture time after which a connection with no packet is finalised.  Zeek's
 #: tcp_inactivity_timeout is 5 minutes; long-polling clients rarely stay silent longer.
@@ -41,5 +41,5 @@ class AnalyzeOptions:
     fast_path: bool = True
     #: ``--filter``: only the connections it keeps are analysed further (reported, summarised)
     select: Filter | None = None
-    #: connections open at once before the longest idle are evicted (analyzer/budget.py)
+    #: connections open at once before the longest idle are evicted (analyzer/tcp/budget.py)
     max_open_connections: int = MAX_OPEN_CONNECTIONS

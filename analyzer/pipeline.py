@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
-from analyzer.capture import CaptureSet, RawPacket
+from analyzer.accounting.records import Record, Summary, connection_records
+from analyzer.capture.reader import CaptureSet, RawPacket
 from analyzer.filters import Dropped
-from analyzer.flows import Connection, FlowTable
-from analyzer.keylog import KeyLog, secrets_block
 from analyzer.options import AnalyzeOptions
-from analyzer.records import Record, Summary, connection_records
+from analyzer.tcp.flows import Connection, FlowTable
+from analyzer.tls.keylog import KeyLog, secrets_block
 
 #: Called once per finished connection with its record and an iterator over its messages'
 #: records (consume it before returning: it reads a spool that closes afterwards).
@@ -42,7 +42,7 @@ class Analysis:
     messages: int = 0
     #: what ``--filter`` left out (None: no filter)
     dropped: Dropped | None = None
-    #: what the connection table's state budget did, when it did (analyzer/budget.py)
+    #: what the connection table's state budget did, when it did (analyzer/tcp/budget.py)
     connection_table: dict[str, int] | None = None
 
     def header(self) -> dict[str, Any]:

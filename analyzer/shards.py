@@ -1,7 +1,7 @@
 """``--jobs N`` and ``--cluster``: one analysis cut into shards, run in parallel, merged exactly.
 
 A shard (DESIGN.md section 7) is (an input group, a bucket of the flow hash): its worker reads
-every file of the group and keeps the frames of its bucket (analyzer/flowhash.py) before the
+every file of the group and keeps the frames of its bucket (analyzer/tcp/flowhash.py) before the
 flow table, so each connection is analysed whole by one worker and no packet moves between
 processes.  The parent merges what the shards wrote:
 
@@ -38,11 +38,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from typing import Any, ParamSpec, TypeVar
 
-from analyzer.capture import STDIN_PATH, CaptureSet, RawPacket
-from analyzer.errors import UsageError, WireprobeError
-from analyzer.filters import Dropped
-from analyzer.flowhash import keep_bucket
-from analyzer.inputs import (
+from analyzer.accounting.records import Record, Summary
+from analyzer.capture.inputs import (
     SEPARATE_CAPTURE,
     FileSurvey,
     InputGroup,
@@ -51,10 +48,13 @@ from analyzer.inputs import (
     single,
     survey,
 )
+from analyzer.capture.reader import STDIN_PATH, CaptureSet, RawPacket
+from analyzer.errors import UsageError, WireprobeError
+from analyzer.filters import Dropped
 from analyzer.options import AnalyzeOptions
 from analyzer.pipeline import Analysis, OnRecord, analyze
-from analyzer.records import Record, Summary
 from analyzer.spool import PackedSpool, RecordSpool, SpoolFiles, merge, pack, unpack
+from analyzer.tcp.flowhash import keep_bucket
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")

@@ -1,7 +1,7 @@
 """A shard's records on disk, and the merge of every shard's records in the canonical order.
 
 The canonical order of connections (the one ``--jobs N`` and ``--cluster`` print, whatever N):
-by input group (captures kept apart come out one after the other, analyzer/inputs.py), then by
+by input group (captures kept apart come out one after the other, capture/inputs.py), then by
 the connection's first timestamp, then by its id, then by the record's own bytes, so that even two
 connections with the same 4-tuple and first microsecond keep one order.  A connection's messages
 follow in the order its analysis gave them; the messages section lists them connection by
@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from analyzer.records import Record
+from analyzer.accounting.records import Record
 
 #: Connection records a shard holds before it sorts them and writes a run: about 1.5 KiB each,
 #: so some 30 MiB, against hundreds of runs' open files were the runs smaller.

@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from analyzer.capture import CaptureSet  # noqa: E402
+from analyzer.capture.reader import CaptureSet  # noqa: E402
 
 #: Seconds between the copies of a repeated capture: past the idle timeout, so each copy's
 #: connections are finished before the next begins.
@@ -98,7 +98,7 @@ def shard_report(jobs: int, path: str, fmt: str) -> None:
     import json
 
     from analyzer.options import AnalyzeOptions
-    from analyzer.report import Collector
+    from analyzer.report.render import Collector
     from analyzer.shards import ShardProgress, analyze_inputs
 
     shards: list[tuple[float, float]] = []

@@ -7,7 +7,7 @@ Writes a pcap of N SYNs from distinct source addresses and ports (198.18.0.0/15,
 range of RFC 2544) to one server, ``--rate`` per second of capture time (with ``--synack`` each
 SYN is answered and never acknowledged: the half-open state a real flood leaves on a server),
 then runs ``wireprobe analyze --format json`` on it in a child process and reports CPU time and
-peak RSS from ``os.wait4``.  The connection table's state budget (``analyzer/budget.py``) must
+peak RSS from ``os.wait4``.  The connection table's state budget (``analyzer/tcp/budget.py``) must
 keep the peak flat: the two sizes should report about the same figure.
 """
 
@@ -56,7 +56,9 @@ def write_flood(path: Path, syns: int, rate: float, *, synack: bool) -> int:
             out.write(_record(ts, _frame(src, SERVER, sport, SERVER_PORT, isn, 0, SYN)))
             packets += 1
             if synack:
-                reply = _frame(SERVER, src, SERVER_PORT, sport, ~isn & 0xFFFFFFFF, isn + 1, SYN | ACK)
+                reply = _frame(
+                    SERVER, src, SERVER_PORT, sport, ~isn & 0xFFFFFFFF, isn + 1, SYN | ACK
+                )
                 out.write(_record(ts + 0.0001, reply))
                 packets += 1
     return packets

@@ -20,7 +20,7 @@ def analyze_json(paths: list[str] | list[Path], **decode: Any) -> dict[str, Any]
     """The analysis JSON of ``paths``, as ``wireprobe analyze --format json`` writes it."""
     from analyzer.options import AnalyzeOptions, DecodeOptions
     from analyzer.pipeline import analyze
-    from analyzer.report import Collector
+    from analyzer.report.render import Collector
 
     collector = Collector("json")
     options = AnalyzeOptions(decode=DecodeOptions(**decode))

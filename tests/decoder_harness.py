@@ -2,7 +2,7 @@
 
 A conversation is a list of steps ``(direction, bytes)``.  ``run`` feeds it whole, byte at a
 time, or cut at an offset, and ``Result`` gives the spans, messages and anomalies; ``check`` asserts
-the contract of analyzer/events.py: every fed byte covered by exactly one span, spans in range,
+the contract of analyzer/decoding/events.py: every fed byte covered by exactly one span, spans in range,
 message events consistent.
 """
 
@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from analyzer.events import (
+from analyzer.decoding.events import (
     Anomaly,
     Event,
     MessageAnswered,
@@ -126,7 +126,7 @@ def run(
 
 
 def check(result: Result) -> None:
-    """The contract of analyzer/events.py, asserted."""
+    """The contract of analyzer/decoding/events.py, asserted."""
     for direction in (0, 1):
         spans = sorted((s for s in result.spans if s.direction == direction), key=lambda s: s.start)
         position = 0

@@ -46,8 +46,15 @@ def _imports() -> None:
     global amqp, http1, http2
     import decoder_harness
 
-    from analyzer import capture, errors, events, keylog, options, pipeline, report, tls
-    from analyzer.protocols import amqp, http1, http2
+    from analyzer import errors, options, pipeline
+    from analyzer.capture import reader as capture
+    from analyzer.decoding import events
+    from analyzer.protocols.amqp import decoder as amqp
+    from analyzer.protocols.http1 import decoder as http1
+    from analyzer.protocols.http2 import decoder as http2
+    from analyzer.report import render as report
+    from analyzer.tls import decoder as tls
+    from analyzer.tls import keylog
 
 
 # -- turning fuzz bytes into structured input -------------------------------------------------

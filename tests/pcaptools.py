@@ -58,7 +58,9 @@ def read(path: Path) -> Pcap:
         seconds, fraction, incl, orig = struct.unpack_from(order + "IIII", raw, offset)
         offset += 16
         records.append(
-            Record(seconds * 1_000_000_000 + fraction * ns_per_unit, raw[offset : offset + incl], orig)
+            Record(
+                seconds * 1_000_000_000 + fraction * ns_per_unit, raw[offset : offset + incl], orig
+            )
         )
         offset += incl
     return Pcap(raw[:24], order, ns_per_unit, tuple(records))

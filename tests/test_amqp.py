@@ -19,8 +19,8 @@ import pytest
 from pamqp import body, commands, frame, header, heartbeat
 from pamqp.base import Frame as Method
 
-from analyzer.detect import DetectingDecoder, make_decoder
-from analyzer.events import (
+from analyzer.decoding.detect import DetectingDecoder, make_decoder
+from analyzer.decoding.events import (
     CONTROL,
     FRAMING,
     OPAQUE,
@@ -37,8 +37,8 @@ from analyzer.events import (
     Span,
 )
 from analyzer.options import DecodeOptions
-from analyzer.protocols import amqp
-from analyzer.protocols.amqp import AmqpDecoder
+from analyzer.protocols.amqp import decoder as amqp
+from analyzer.protocols.amqp.decoder import AmqpDecoder
 
 try:
     from tests.decoder_harness import Result, Step, all_ways, check, run

@@ -19,11 +19,11 @@ import pytest
 from builder import ACK, PSH, SYN, ipv4_tcp, write_pcap
 from conftest import check_conservation
 
-from analyzer.budget import CLOCK_CONFIRMATIONS, CLOCK_JUMP_S, HALF_OPEN_TIMEOUT_S, CaptureClock
-from analyzer.flows import Connection, FlowTable
 from analyzer.options import IDLE_TIMEOUT_S, AnalyzeOptions
 from analyzer.pipeline import analyze
-from analyzer.report import Collector
+from analyzer.report.render import Collector
+from analyzer.tcp.budget import CLOCK_CONFIRMATIONS, CLOCK_JUMP_S, HALF_OPEN_TIMEOUT_S, CaptureClock
+from analyzer.tcp.flows import Connection, FlowTable
 
 SERVER = bytes([198, 19, 0, 1])
 DAY_S = 86_400.0

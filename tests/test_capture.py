@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analyzer.capture import (
+from analyzer.capture.reader import (
     BAD_BLOCK,
     BAD_GZIP,
     BAD_INTERFACE,
@@ -678,7 +678,7 @@ def test_public_decryption_secrets_equal_the_key_files(name: str, keys: list[str
 def test_real_standard_input_pipe() -> None:
     """``-`` with no stdin given reads the process's own standard input (here a pipe)."""
     script = (
-        "from analyzer.capture import CaptureSet\n"
+        "from analyzer.capture.reader import CaptureSet\n"
         "c = CaptureSet(['-'])\n"
         "print(sum(1 for _ in c), c.stats[0].wire_bytes)\n"
     )

@@ -305,7 +305,7 @@ def test_connection_columns_add_up_and_name_round_trips_one_way() -> None:
 
 
 def test_a_capped_connection_list_says_how_many_of_how_many(tmp_path: Path) -> None:
-    from analyzer.report import TOP_CONNECTIONS
+    from analyzer.report.render import TOP_CONNECTIONS
 
     pcap = tmp_path / "many.pcap"
     count = TOP_CONNECTIONS + 2

@@ -9,7 +9,7 @@ import communityid
 import pytest
 from conftest import CAPTURES, analyze_json, public_captures
 
-from analyzer.communityid import community_id
+from analyzer.tcp.communityid import community_id
 
 
 def _reference(orig: str, resp: str) -> str:

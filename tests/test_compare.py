@@ -86,7 +86,7 @@ def test_a_case_equals_wireprobe_analyze_of_the_same_capture(tmp_path: Path) -> 
         )
     )
     generated.write(tmp_path / "c.pcap", tmp_path / "c.keys")
-    from analyzer.keylog import KeyLog
+    from analyzer.tls.keylog import KeyLog
 
     keylog = KeyLog()
     keylog.load(str(tmp_path / "c.keys"))
@@ -398,7 +398,7 @@ def test_capture_report_draws_in_headless_chromium(tmp_path: Path) -> None:
     analysis = analyze_json([tmp_path / "c.pcap"])
     page = render_capture_html(analysis)
     assert "HTTP/1.1" in page
-    # the finding on connection churn, from the analysis's one list (analyzer/findings.py)
+    # the finding on connection churn, from the analysis's one list (analyzer/report/findings.py)
     assert "connections carried 1 message each" in page
     (tmp_path / "capture.html").write_text(page)
     _assert_drawn(tmp_path / "capture.html", 1, tmp_path / "shot.png")

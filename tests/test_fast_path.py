@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 from conftest import CAPTURES, PUBLIC, public_captures
 
-from analyzer.flows import FlowTable
 from analyzer.golden import golden_captures, keylog_path
-from analyzer.keylog import KeyLog
 from analyzer.options import AnalyzeOptions, DecodeOptions
 from analyzer.pipeline import analyze
-from analyzer.report import Collector
+from analyzer.report.render import Collector
 from analyzer.synth import Scenario, generate
+from analyzer.tcp.flows import FlowTable
+from analyzer.tls.keylog import KeyLog
 
 GOLDEN = golden_captures(CAPTURES)
 PUBLIC_FILES = public_captures()

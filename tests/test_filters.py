@@ -84,13 +84,18 @@ def test_the_cli_says_what_it_dropped_and_refuses_a_bad_filter(tmp_path: Path) -
     assert bad.stderr.strip().splitlines() == [
         "wireprobe: --filter 'port x': expected a port number 0-65535 at word 2 ('x')"
     ]
-    every = json.loads(subprocess.run([*wireprobe, path, "-f", "json"], capture_output=True,
-                                      text=True, check=True).stdout)
+    every = json.loads(
+        subprocess.run(
+            [*wireprobe, path, "-f", "json"], capture_output=True, text=True, check=True
+        ).stdout
+    )
     first = every["connections"][0]
     port = first["orig"].rpartition(":")[2]
     run = subprocess.run(
         [*wireprobe, path, "-f", "json", "--filter", f"not port {port}"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     kept = json.loads(run.stdout)
     assert len(kept["connections"]) == len(every["connections"]) - 1

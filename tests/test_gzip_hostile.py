@@ -16,8 +16,8 @@ import pytest
 from builder import Conversation
 from test_cli import assert_usage_error, wireprobe
 
-from analyzer.capture import CaptureSet
-from analyzer.sources import GZIP_SLACK_BYTES, MAX_GZIP_RATIO
+from analyzer.capture.reader import CaptureSet
+from analyzer.capture.sources import GZIP_SLACK_BYTES, MAX_GZIP_RATIO
 
 PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
 

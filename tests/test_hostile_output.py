@@ -27,7 +27,7 @@ from conftest import CAPTURES
 from markdown_it import MarkdownIt
 from test_tls import CCS, client_hello, handshake, record, server_hello
 
-from analyzer import escape
+from analyzer.report import escape
 
 REPO = CAPTURES.parent
 GOLDEN = CAPTURES / "http1-curl-http-server.pcap"

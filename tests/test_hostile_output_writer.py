@@ -1,4 +1,4 @@
-"""Hostile conditions on the output side (issue 15): the one output writer, analyzer/output.py.
+"""Hostile conditions on the output side (issue 15): the one output writer, analyzer/report/output.py.
 
 A full disk (RLIMIT_FSIZE, a /dev/full of our own), a closed or broken pipe, SIGINT and SIGTERM
 mid-write, a device, a FIFO, /dev/stdout, planted links: never a cut file, never a rename over
@@ -230,7 +230,8 @@ def test_a_reader_that_leaves_the_pipe_is_no_error(tmp_path: Path) -> None:
 _SIGNAL_MID_WRITE = textwrap.dedent(
     """
     import os, signal, sys
-    from analyzer import cli, report
+    from analyzer import cli
+    from analyzer.report import render as report
 
     def render(self, analysis, out):
         out.write("{ half a report")
@@ -324,7 +325,7 @@ def test_a_hangup_that_nohup_ignores_stays_ignored() -> None:
 
 def test_plan_tells_files_devices_and_standard_output_apart(tmp_path: Path) -> None:
     from analyzer.errors import UsageError
-    from analyzer.output import Kind, plan
+    from analyzer.report.output import Kind, plan
 
     assert plan(None).kind is Kind.STDOUT and plan("-").kind is Kind.STDOUT
     assert plan(tmp_path / "new.json").kind is Kind.ATOMIC
@@ -337,7 +338,7 @@ def test_plan_tells_files_devices_and_standard_output_apart(tmp_path: Path) -> N
 
 
 def test_an_exception_inside_the_writer_leaves_nothing(tmp_path: Path) -> None:
-    from analyzer.output import open_target, plan
+    from analyzer.report.output import open_target, plan
 
     target = plan(tmp_path / "out.txt")
 
@@ -361,7 +362,7 @@ def _umask() -> int:
 
 
 def test_a_file_that_appears_while_writing_is_not_overwritten(tmp_path: Path) -> None:
-    from analyzer.output import OutputError, open_target, plan
+    from analyzer.report.output import OutputError, open_target, plan
 
     path = tmp_path / "out.txt"
     target = plan(path)  # nothing there yet, no --force

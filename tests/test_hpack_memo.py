@@ -8,8 +8,8 @@ import random
 import pytest
 from hpack import Decoder, Encoder, HPACKError
 
-from analyzer.protocols.hpack_memo import scan
-from analyzer.protocols.http2 import HPACK_ENTRY_OVERHEAD, MAX_HEADER_LIST_BYTES, _Side
+from analyzer.protocols.http2.decoder import HPACK_ENTRY_OVERHEAD, MAX_HEADER_LIST_BYTES, _Side
+from analyzer.protocols.http2.hpack_memo import scan
 
 # Static-table indices (RFC 7541 appendix A) of the names nginx sends as literals.
 _STATUS_200, _CONTENT_LENGTH, _CONTENT_TYPE, _DATE, _ETAG, _SERVER = 8, 28, 31, 33, 34, 54

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analyzer.events import (
+from analyzer.decoding.events import (
     FRAMING,
     OPAQUE,
     ORIG,
@@ -28,8 +28,8 @@ from analyzer.events import (
     StreamDecoder,
 )
 from analyzer.options import DecodeOptions
-from analyzer.protocols import http1
-from analyzer.protocols.http1 import MAX_HEADER_BYTES, Http1Decoder
+from analyzer.protocols.http1 import decoder as http1
+from analyzer.protocols.http1.decoder import MAX_HEADER_BYTES, Http1Decoder
 
 try:
     from tests.decoder_harness import Result, Step, all_ways, check, run

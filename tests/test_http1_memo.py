@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from analyzer.events import ORIG, RESP, MessageIds
+from analyzer.decoding.events import ORIG, RESP, MessageIds
 from analyzer.options import DecodeOptions
-from analyzer.protocols import http1
-from analyzer.protocols.http1 import MAX_REMEMBERED_HEADS, Http1Decoder
+from analyzer.protocols.http1 import decoder as http1
+from analyzer.protocols.http1.decoder import MAX_REMEMBERED_HEADS, Http1Decoder
 
 try:
     from tests.decoder_harness import Step, all_ways, run

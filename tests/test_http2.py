@@ -34,7 +34,7 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from analyzer.events import (
+from analyzer.decoding.events import (
     CONTROL,
     FRAMING,
     OPAQUE,
@@ -52,7 +52,7 @@ from analyzer.events import (
     StreamDecoder,
 )
 from analyzer.options import DecodeOptions
-from analyzer.protocols.http2 import PREFACE, Http2Decoder
+from analyzer.protocols.http2.decoder import PREFACE, Http2Decoder
 
 if TYPE_CHECKING:
     from tests.decoder_harness import Result, Step, all_ways, check, run
@@ -812,7 +812,7 @@ def test_a_broken_header_block_stops_decoding_only_that_direction() -> None:
 def test_a_header_frame_over_the_buffer_bound_is_counted_not_decoded(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from analyzer.protocols import http2
+    from analyzer.protocols.http2 import decoder as http2
 
     monkeypatch.setattr(http2, "MAX_BUFFERED_FRAME_BYTES", 64)
     fields = [*REQUEST, ("x-long", "q" * 400)]
@@ -839,7 +839,7 @@ def test_a_header_frame_over_the_buffer_bound_is_counted_not_decoded(
 def test_frames_for_streams_forgotten_past_the_bound_are_control(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from analyzer.protocols import http2
+    from analyzer.protocols.http2 import decoder as http2
 
     monkeypatch.setattr(http2, "MAX_CLOSED_STREAMS", 2)
     request, response = Encoder(), Encoder()
@@ -876,7 +876,7 @@ def test_a_gap_in_the_preface_joins_mid_connection() -> None:
 def test_streams_open_past_the_bound_are_retired_and_still_end_later(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from analyzer.protocols import http2
+    from analyzer.protocols.http2 import decoder as http2
 
     monkeypatch.setattr(http2, "MAX_OPEN_STREAMS", 2)
     request, response = Encoder(), Encoder()
@@ -894,7 +894,7 @@ def test_streams_open_past_the_bound_are_retired_and_still_end_later(
 
 
 def round_trips(result: Result) -> list[float]:
-    from analyzer.roundtrips import message_round_trips
+    from analyzer.accounting.roundtrips import message_round_trips
 
     answered = {a.message: a.ordinal for a in result.answered}
     timings = [(m.sender, m.ordinal, answered.get(m.message)) for m in result.started]

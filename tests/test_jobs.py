@@ -24,16 +24,14 @@ from typing import Any
 import pytest
 from conftest import CAPTURES, PUBLIC, ROOT, public_captures
 
-from analyzer import flowhash, shards, spool
-from analyzer.capture import CaptureSet
+from analyzer import shards, spool
+from analyzer.capture.inputs import SEPARATE_CAPTURE, expand, group, single, survey
+from analyzer.capture.reader import CaptureSet
 from analyzer.errors import UsageError
-from analyzer.flowhash import bucket_of, frame_bucket, keep_bucket
 from analyzer.golden import golden_captures, keylog_path
-from analyzer.inputs import SEPARATE_CAPTURE, expand, group, single, survey
-from analyzer.keylog import KeyLog
 from analyzer.options import AnalyzeOptions, DecodeOptions
 from analyzer.pipeline import analyze
-from analyzer.report import Collector
+from analyzer.report.render import Collector
 from analyzer.shards import (
     ShardError,
     ShardSpec,
@@ -43,6 +41,9 @@ from analyzer.shards import (
     run_shard,
 )
 from analyzer.synth import Scenario, generate
+from analyzer.tcp import flowhash
+from analyzer.tcp.flowhash import bucket_of, frame_bucket, keep_bucket
+from analyzer.tls.keylog import KeyLog
 
 GOLDEN = golden_captures(CAPTURES)
 PUBLIC_CAPTURES = public_captures()
@@ -112,7 +113,7 @@ def _same_as_default(sharded: str, default: str) -> None:
     # Summary floats are sums; the default path adds them in finishing order, the shards in the
     # canonical order, so they may differ in the last bits (they are exactly equal across N).
     want_summary, got_summary = want.pop("summary"), got.pop("summary")
-    # The connection table's budget report (analyzer/budget.py) is a property of one table: a
+    # The connection table's budget report (analyzer/tcp/budget.py) is a property of one table: a
     # shard's peak of open connections and the clock jumps it sees depend on which flows share
     # its table, so it is the one header field that is not the default path's (README, --jobs).
     want.pop("connection_table", None)
@@ -252,7 +253,7 @@ def test_bucket_is_symmetric_and_spreads() -> None:
 def test_bucket_is_the_same_in_another_process() -> None:
     """Never Python's salted hash(): another interpreter with another seed agrees."""
     code = (
-        "from analyzer.flowhash import bucket_of;"
+        "from analyzer.tcp.flowhash import bucket_of;"
         "print([bucket_of(bytes([10,0,0,1]), p, bytes([10,0,0,2]), 80, 7) for p in range(50)])"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

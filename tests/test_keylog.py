@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from analyzer.errors import UsageError
-from analyzer.keylog import LABELS, KeyLog
+from analyzer.tls.keylog import LABELS, KeyLog
 
 WIRESHARK = Path(__file__).resolve().parents[1] / "captures" / "public" / "wireshark"
 SCAPY = Path(__file__).resolve().parents[1] / "captures" / "public" / "scapy"

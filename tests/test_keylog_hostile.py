@@ -19,9 +19,9 @@ from builder import Conversation
 from test_capture import block, epb, idb, shb
 from test_cli import assert_usage_error, wireprobe
 
-from analyzer import keylog as keylog_module
-from analyzer.keylog import MAX_KEYLOG_LINE_BYTES, READ_CHUNK_BYTES, KeyLog, KeyLogTooLarge
 from analyzer.pipeline import analyze
+from analyzer.tls import keylog as keylog_module
+from analyzer.tls.keylog import MAX_KEYLOG_LINE_BYTES, READ_CHUNK_BYTES, KeyLog, KeyLogTooLarge
 
 RANDOM = bytes(range(32))
 MASTER = bytes(range(100, 148))

@@ -10,7 +10,12 @@ import pytest
 from conftest import analyze_json
 from pcaptools import Record, read
 
-from analyzer.latency import RELATIVE_ACCURACY, ConnectionLatency, LatencySketch, sketch_of
+from analyzer.accounting.latency import (
+    RELATIVE_ACCURACY,
+    ConnectionLatency,
+    LatencySketch,
+    sketch_of,
+)
 from analyzer.synth import Scenario, generate
 
 QUANTILE_RANKS = {"p50": 0.50, "p90": 0.90, "p99": 0.99}
@@ -90,7 +95,7 @@ SCENARIOS = [
 
 
 def _generated(tmp_path: Path, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    from analyzer.keylog import KeyLog
+    from analyzer.tls.keylog import KeyLog
 
     g = generate(Scenario(**kwargs).validate())
     pcap = tmp_path / "g.pcap"
@@ -109,7 +114,9 @@ def test_latency_equals_the_generators_timing(kwargs: dict[str, Any], tmp_path: 
     lasts = [m["latency_last_byte_s"] for m in truth["messages"] if m["latency_s"] is not None]
     assert firsts, "the scenario has answered messages"
     # Row for row (in start order: the truth's and the analyzer's indexes agree per connection).
-    got = sorted((m["start_ts"], m["latency_s"], m["latency_last_byte_s"]) for m in result["messages"])
+    got = sorted(
+        (m["start_ts"], m["latency_s"], m["latency_last_byte_s"]) for m in result["messages"]
+    )
     want = sorted(
         (m["start_ts"], m["latency_s"], m["latency_last_byte_s"]) for m in truth["messages"]
     )

@@ -143,7 +143,8 @@ def test_sequence_numbers_wrapping_around(tmp_path: Path) -> None:
 
 def test_retiring_messages_changes_no_figure(tmp_path: Path, monkeypatch: Any) -> None:
     """A long connection retires finished messages to a spool; every figure stays the same."""
-    from analyzer import accounting, pipeline
+    from analyzer import pipeline
+    from analyzer.accounting import ledger as accounting
 
     conv = Conversation(resp_port=80).handshake()
     for i in range(40):
@@ -194,7 +195,8 @@ def body_response(n: int) -> bytes:
 
 
 def test_messages_retire_when_acks_ride_on_data(tmp_path: Path, monkeypatch: Any) -> None:
-    from analyzer import accounting, pipeline
+    from analyzer import pipeline
+    from analyzer.accounting import ledger as accounting
 
     conv = Conversation(resp_port=80).handshake()
     for _ in range(30):
@@ -281,7 +283,7 @@ def test_rst_outside_the_window_does_not_end_the_connection(tmp_path: Path) -> N
 
 
 def test_a_failing_decoder_costs_decoding_not_memory(tmp_path: Path, monkeypatch: Any) -> None:
-    from analyzer.protocols import http1
+    from analyzer.protocols.http1 import decoder as http1
 
     calls = {"n": 0}
     real = http1.Http1Decoder.feed
@@ -298,7 +300,7 @@ def test_a_failing_decoder_costs_decoding_not_memory(tmp_path: Path, monkeypatch
         conv.orig(REQ).resp(b"HTTP/1.1 204 No Content\r\n\r\n")
     conv.close()
     captured: list[Any] = []
-    from analyzer import flows
+    from analyzer.tcp import flows
 
     real_finish = flows.Connection.finish
 

@@ -21,13 +21,13 @@ from conftest import analyze_json, check_conservation
 import analyzer.live
 import analyzer.live.amqp
 from analyzer.errors import UsageError
-from analyzer.keylog import KeyLog
 from analyzer.live import LiveOptions, LiveResult, LiveRunError, run_capture
 from analyzer.live.netns import leftovers, namespace_for, setup_commands
 from analyzer.live.options import DEFAULT_AMQP_URL
 from analyzer.live.plan import batches, connection_groups, expected, message_kind
 from analyzer.live.recorder import bpf_program, keep_connections, open_connections, tcp_facts
 from analyzer.synth import Scenario, generate
+from analyzer.tls.keylog import KeyLog
 
 # --- helpers ---------------------------------------------------------------------------------
 

@@ -14,12 +14,12 @@ import pytest
 from conftest import CAPTURES, PUBLIC, ROOT
 from tshark import endpoint, fields
 
-from analyzer.events import LAYER_NAMES
-from analyzer.keylog import KeyLog
-from analyzer.messagelog import COLUMNS, MessageLog, log_collector
+from analyzer.decoding.events import LAYER_NAMES
 from analyzer.options import AnalyzeOptions, DecodeOptions
 from analyzer.pipeline import analyze
+from analyzer.report.messagelog import COLUMNS, MessageLog, log_collector
 from analyzer.synth import Scenario, generate
+from analyzer.tls.keylog import KeyLog
 
 H2_GOLDEN = CAPTURES / "live-http2-tls13-httpx-hypercorn.pcap"
 
@@ -70,9 +70,11 @@ def test_the_log_equals_the_truth_row_for_row(kwargs: dict[str, Any], tmp_path: 
     for want in truth:
         got = by_key[(conns[want["connection"]]["orig"], want["index"])]
         for name in TRUTH_FIELDS + ("latency_s", "latency_last_byte_s"):
-            assert got[name] == pytest.approx(want[name], abs=1e-7) if isinstance(
-                want[name], float
-            ) else got[name] == want[name], name
+            assert (
+                got[name] == pytest.approx(want[name], abs=1e-7)
+                if isinstance(want[name], float)
+                else got[name] == want[name]
+            ), name
         assert {layer: got[f"{layer}_bytes"] for layer in LAYER_NAMES} == want["layers"]
         assert got["loaded_bytes"] == pytest.approx(want["loaded_bytes"])
         assert got["protocol"] == kwargs["protocol"] and got["anomalies"] == ""
@@ -211,7 +213,5 @@ def test_amqp_methods_equal_tsharks(path: Path) -> None:
             name = names.get(f"{cls}.{method}")
             if name:
                 theirs[(_pair(endpoint(src, sport), endpoint(dst, dport)), name, int(channel))] += 1
-    ours = Counter(
-        (_pair(r["orig"], r["resp"]), r["method"], r["channel"]) for r in _rows([path])
-    )
+    ours = Counter((_pair(r["orig"], r["resp"]), r["method"], r["channel"]) for r in _rows([path]))
     assert theirs and ours == theirs

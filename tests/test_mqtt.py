@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from analyzer.detect import REGISTRY, DetectingDecoder, detect
-from analyzer.events import (
+from analyzer.decoding.detect import REGISTRY, DetectingDecoder, detect
+from analyzer.decoding.events import (
     CONTROL,
     FRAMING,
     OPAQUE,
@@ -364,9 +364,9 @@ def test_detection_picks_mqtt_on_any_port_and_swaps_roles() -> None:
 
 
 def test_registry_feeds_the_cli_and_the_reports() -> None:
+    from analyzer.accounting.records import MESSAGE_PROTOCOLS
     from analyzer.cli import PROTOCOLS, parse_ports
-    from analyzer.records import MESSAGE_PROTOCOLS
-    from analyzer.report import PROTOCOL_NAMES
+    from analyzer.report.render import PROTOCOL_NAMES
 
     assert "mqtt" in PROTOCOLS and parse_ports(["mqtt=11883"]) == {11883: "mqtt"}
     assert "mqtt" in MESSAGE_PROTOCOLS and "tls" not in MESSAGE_PROTOCOLS
@@ -459,7 +459,7 @@ def test_goldens_count_what_tshark_dissects(capture: Path) -> None:
     """Messages = tshark's PUBLISH packets; round trips per message = the QoS's waits."""
     from conftest import analyze_json, check_conservation
 
-    from analyzer.keylog import KeyLog
+    from analyzer.tls.keylog import KeyLog
 
     keys = capture.with_suffix(".keys")
     command = ["tshark", "-r", str(capture), "-Y", "mqtt", "-T", "fields", "-e", "mqtt.msgtype"]
@@ -500,7 +500,7 @@ def test_goldens_count_what_tshark_dissects(capture: Path) -> None:
 def test_answer_waits_in_the_round_trip_model() -> None:
     """DESIGN.md section 4 with ``waits``: a QoS 2 flow waited on alone costs 2; two sent
     together and then waited on cost 2/2 each; messages without waits stay as they were."""
-    from analyzer.roundtrips import message_round_trips
+    from analyzer.accounting.roundtrips import message_round_trips
 
     alone = [(ORIG, 1, 2), (ORIG, 4, 5)]
     assert message_round_trips(alone, {0: 2, 1: 2}) == [2.0, 2.0]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from analyzer.detect import DetectingDecoder, detect
-from analyzer.events import (
+from analyzer.decoding.detect import DetectingDecoder, detect
+from analyzer.decoding.events import (
     CONTROL,
     FRAMING,
     OPAQUE,

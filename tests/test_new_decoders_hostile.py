@@ -13,8 +13,8 @@ from collections.abc import Callable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analyzer.detect import DetectingDecoder
-from analyzer.events import ORIG, RESP, MessageIds, StreamDecoder
+from analyzer.decoding.detect import DetectingDecoder
+from analyzer.decoding.events import ORIG, RESP, MessageIds, StreamDecoder
 from analyzer.options import DecodeOptions
 from analyzer.protocols.mqtt import MqttDecoder
 from analyzer.protocols.nats import NatsDecoder

@@ -78,7 +78,7 @@ DECODED_FIELDS = (
 @pytest.mark.parametrize("path", PUBLIC, ids=IDS)
 def test_transport_only_gives_the_opaque_decoders_figures(path: Path, monkeypatch: Any) -> None:
     """The --transport-only short cut charges exactly what decoding everything as opaque does."""
-    from analyzer import detect
+    from analyzer.decoding import detect
     from analyzer.options import AnalyzeOptions
     from analyzer.pipeline import analyze
 

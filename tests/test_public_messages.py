@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from conftest import PUBLIC, analyze_json, check_conservation
 
-from analyzer.keylog import KeyLog
+from analyzer.tls.keylog import KeyLog
 
 ENTRIES: list[dict[str, Any]] = json.loads((PUBLIC / "tshark-figures.json").read_text())["entries"]
 IDS = [f"{e['file']}+{e.get('keylog') or 'nokeys'}" for e in ENTRIES]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analyzer import reassembly
-from analyzer.reassembly import StreamAssembler
+from analyzer.tcp import reassembly
+from analyzer.tcp.reassembly import StreamAssembler
 
 
 def stream(asm: StreamAssembler, segments: list[tuple[int, bytes]]) -> bytes:

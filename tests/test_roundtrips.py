@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from analyzer.apportion import apportion
-from analyzer.roundtrips import message_round_trips, setup_round_trips
+from analyzer.accounting.apportion import apportion
+from analyzer.accounting.roundtrips import message_round_trips, setup_round_trips
 
 ORIG, RESP = 0, 1
 

@@ -457,7 +457,7 @@ def _differences(path: str, want: Any, got: Any) -> list[str]:
 def _analyzer_vs_truth(g: Generated, tmp_path: Path) -> list[str]:
     from conftest import analyze_json, check_conservation
 
-    from analyzer.keylog import KeyLog
+    from analyzer.tls.keylog import KeyLog
 
     pcap, _ = written(g, tmp_path)
     keylog = KeyLog()
@@ -518,7 +518,7 @@ def test_the_comparison_catches_a_changed_figure(tmp_path: Path) -> None:
 
 def _lay(*steps: tuple[int, bytes], mtu: int = 1500) -> list[Any]:
     """Lay a conversation of ``(direction, bytes)`` flights out and return its segments."""
-    from analyzer.events import CONTROL, FRAMING
+    from analyzer.decoding.events import CONTROL, FRAMING
     from analyzer.synth.conversation import Chunk, Flight
     from analyzer.synth.tcp import lay_out
 
@@ -531,7 +531,7 @@ def _lay(*steps: tuple[int, bytes], mtu: int = 1500) -> list[Any]:
 
 
 def test_every_second_full_segment_is_acked_at_once() -> None:
-    from analyzer.events import ORIG, RESP
+    from analyzer.decoding.events import ORIG, RESP
 
     segments = _lay((ORIG, b"x" * 4 * 1460), (RESP, b"ok"))
     data = [s for s in segments if s.direction == ORIG and s.payload]
@@ -541,7 +541,7 @@ def test_every_second_full_segment_is_acked_at_once() -> None:
 
 
 def test_small_segments_are_acked_when_the_delayed_ack_timer_fires() -> None:
-    from analyzer.events import ORIG, RESP
+    from analyzer.decoding.events import ORIG, RESP
     from analyzer.synth.tcp import DELAYED_ACK_US
 
     # 5000 one-byte writes take longer than the 40 ms timer; nothing else acknowledges them.
@@ -554,7 +554,7 @@ def test_small_segments_are_acked_when_the_delayed_ack_timer_fires() -> None:
 
 
 def test_a_reply_carries_the_ack_so_no_pure_ack_is_sent() -> None:
-    from analyzer.events import ORIG, RESP
+    from analyzer.decoding.events import ORIG, RESP
 
     segments = _lay((ORIG, b"GET"), (RESP, b"200"), (ORIG, b"GET"), (RESP, b"200"))
     data_and_acks = [(s.direction, len(s.payload), s.flags) for s in segments[3:-3]]

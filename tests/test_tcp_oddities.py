@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from analyzer.options import AnalyzeOptions
 from analyzer.pipeline import analyze
-from analyzer.report import Collector
+from analyzer.report.render import Collector
 
 ORIG, RESP = bytes([198, 18, 0, 1]), bytes([198, 18, 0, 2])
 ISN = (1000, 5000)

@@ -1,4 +1,4 @@
-"""TLS records and handshakes (analyzer/tls.py), told as conversations.
+"""TLS records and handshakes (analyzer/tls/decoder.py), told as conversations.
 
 Three kinds of evidence: literal records built here (every contract rule, cut at every offset),
 real captures from captures/public fed per direction as tshark's ``follow,tcp,raw``
@@ -30,9 +30,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 from cryptography.x509.oid import NameOID
 
-from analyzer import tls
-from analyzer.errors import DecodeError
-from analyzer.events import (
+from analyzer.decoding.events import (
     CONTROL,
     FRAMING,
     OPAQUE,
@@ -48,8 +46,10 @@ from analyzer.events import (
     Span,
     StreamDecoder,
 )
-from analyzer.keylog import KeyLog
+from analyzer.errors import DecodeError
 from analyzer.options import DecodeOptions
+from analyzer.tls import decoder as tls
+from analyzer.tls.keylog import KeyLog
 
 try:
     from tests.decoder_harness import Result, Step, all_ways, check, run

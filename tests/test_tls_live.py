@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 from conftest import analyze_json, check_conservation
 
-from analyzer.keylog import KeyLog
 from analyzer.live.recorder import LOOPBACK_INTERFACE, Recorder, write_pcap
 from analyzer.synth.tlswrap import write_certificate
+from analyzer.tls.keylog import KeyLog
 
 URLS = 3
 

@@ -3,7 +3,7 @@
 Each test reads as the conversation a passive observer has with a TLS connection: split both
 directions into records, read the hellos in clear, look the secrets up in the key log, and open
 every protected record in order.  ``MiniSession`` below is the smallest such observer (the real
-one is ``analyzer/tls.py``); the figures compared with are tshark's, from the captures' README.
+one is ``analyzer/tls/decoder.py``); the figures compared with are tshark's, from the captures' README.
 """
 
 from __future__ import annotations
@@ -31,8 +31,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from cryptography.x509.oid import NameOID
 
 from analyzer.errors import DecodeError
-from analyzer.keylog import KeyLog
-from analyzer.tlscrypto import (
+from analyzer.tls.crypto import (
     CIPHER_SUITES,
     CbcDecryptor,
     RecordDecryptor,
@@ -43,6 +42,7 @@ from analyzer.tlscrypto import (
     tls13_decryptor,
     tls13_next_secret,
 )
+from analyzer.tls.keylog import KeyLog
 
 CAPTURES = Path(__file__).resolve().parents[1] / "captures" / "public"
 TESTS = Path(__file__).resolve().parent

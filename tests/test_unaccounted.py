@@ -10,8 +10,8 @@ import pytest
 from conftest import analyze_json, check_conservation
 from pcaptools import Pcap, read, tcp_payload_length
 
+from analyzer.accounting.unaccounted import MessageTally
 from analyzer.synth import Scenario, generate
-from analyzer.unaccounted import MessageTally
 
 #: Bursts of consecutive data segments removed, as tcpdump drops them under load.
 BURSTS = 4

@@ -16,8 +16,8 @@ from conftest import CAPTURES, analyze_json
 from pcaptools import Pcap, Record, read
 from tshark import fields
 
-from analyzer.keylog import KeyLog
-from analyzer.roundtrips import setup_round_trips, solicited_turns
+from analyzer.accounting.roundtrips import setup_round_trips, solicited_turns
+from analyzer.tls.keylog import KeyLog
 
 CAPTURE = CAPTURES / "live-http2-tls13-httpx-hypercorn.pcap"
 KEYS = CAPTURES / "live-http2-tls13-httpx-hypercorn.keys"

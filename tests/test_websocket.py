@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from analyzer.detect import DetectingDecoder
-from analyzer.events import (
+from analyzer.decoding.detect import DetectingDecoder
+from analyzer.decoding.events import (
     CONTROL,
     FRAMING,
     OPAQUE,

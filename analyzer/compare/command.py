@@ -32,8 +32,8 @@ from analyzer.compare.render import (
     terminal_tables,
 )
 from analyzer.errors import UsageError
-from analyzer.escape import terminal_text
-from analyzer.output import plan, write_all
+from analyzer.report.escape import terminal_text
+from analyzer.report.output import plan, write_all
 
 DEFAULT_OUTPUT_DIR = Path("wireprobe-report")
 
@@ -139,6 +139,6 @@ def _move_into_place(staging: Path, output_dir: Path) -> None:
 
 
 def _write(path: Path, data: bytes) -> Path:
-    # The one output writer (analyzer/output.py): a file is complete or absent, never cut.
+    # The one output writer (analyzer/report/output.py): a file is complete or absent, never cut.
     write_all([(plan(path, force=True), data)])
     return path

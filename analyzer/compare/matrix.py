@@ -523,10 +523,10 @@ def measure(case: Case, messages: int, seed: int) -> Measurement:
 
 def analyze_capture(paths: Iterable[Path], keylog_text: str | None) -> dict[str, Any]:
     """The analysis JSON of ``paths``, exactly as ``wireprobe analyze --format json`` has it."""
-    from analyzer.keylog import KeyLog
     from analyzer.options import AnalyzeOptions, DecodeOptions
     from analyzer.pipeline import analyze
-    from analyzer.report import Collector
+    from analyzer.report.render import Collector
+    from analyzer.tls.keylog import KeyLog
 
     keylog = KeyLog()
     if keylog_text:

@@ -10,7 +10,6 @@ from typing import Any
 
 from rich.table import Table
 
-from analyzer import escape
 from analyzer.compare.charts import (
     CHART_NAMES,
     PROTOCOL_NAMES,
@@ -41,6 +40,7 @@ from analyzer.compare.sections import (
     timing_rows,
 )
 from analyzer.compare.timing import MODEL
+from analyzer.report import escape
 
 CHART_CAPTIONS = {
     "loaded-bytes": "Loaded bytes per message (a message's own bytes plus its share of its "
@@ -241,7 +241,7 @@ def terminal_tables(result: CompareResult, claims: Sequence[Claim]) -> list[Tabl
 def _md_table(
     headers: Sequence[str], rows: Sequence[Sequence[str]], bold: Sequence[int] = ()
 ) -> str:
-    """A GFM table; every cell is escaped text (analyzer/escape.py), columns in ``bold`` bold."""
+    """A GFM table; every cell is escaped text (report/escape.py), columns in ``bold`` bold."""
 
     def cell(i: int, value: str) -> str:
         text = escape.markdown(value)
@@ -353,7 +353,7 @@ window.addEventListener("load", function () {
 """
 
 
-#: Every value interpolated into the page goes through this (analyzer/escape.py): text and
+#: Every value interpolated into the page goes through this (report/escape.py): text and
 #: quoted attributes alike, constants included, so no string is ever raw HTML.
 _e = escape.html
 
@@ -619,7 +619,7 @@ def render_capture_html(analysis_json: dict[str, Any]) -> str:
     summary = [_summary_row(p, s) for p, s in sorted(analysis_json.get("summary", {}).items())]
     top = sorted(analysis_json["connections"], key=lambda c: -c["wire_bytes"])[:TOP_CONNECTIONS]
     chart = _capture_chart(analysis_json)
-    # The analysis's own list (analyzer/findings.py), so HTML and the other formats agree.
+    # The analysis's own list (analyzer/report/findings.py), so HTML and the other formats agree.
     listed = analysis_json.get("findings")
     findings = (
         [f"{f['severity']}: {f['message']}" for f in listed]

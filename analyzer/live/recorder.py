@@ -308,8 +308,8 @@ def _attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]]
 
 
 def write_pcap(path: Path, frames: list[Frame]) -> None:
-    """Write ``frames`` to ``path`` in time order, whole or not at all (analyzer/output.py; the
+    """Write ``frames`` to ``path`` in time order, whole or not at all (report/output.py; the
     CLI already refused an existing file without --force)."""
-    from analyzer.output import plan, write_all
+    from analyzer.report.output import plan, write_all
 
     write_all([(plan(path, force=True), pcap_bytes(sorted(frames, key=lambda f: f[0])))])

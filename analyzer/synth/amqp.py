@@ -28,8 +28,8 @@ from pamqp import commands, frame, header
 from pamqp.base import Frame
 from pamqp.common import FieldTable
 
-from analyzer.apportion import apportion
-from analyzer.events import CONTROL, FRAMING, ORIG, PAYLOAD, RESP, SETUP, TEARDOWN
+from analyzer.accounting.apportion import apportion
+from analyzer.decoding.events import CONTROL, FRAMING, ORIG, PAYLOAD, RESP, SETUP, TEARDOWN
 from analyzer.synth.conversation import Chunk, Conversation, Flight, MessageInfo
 
 #: RabbitMQ's default frame_max (rabbit.app ``frame_max``), offered in Connection.Tune.

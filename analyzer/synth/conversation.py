@@ -3,7 +3,7 @@
 A *flight* is what one side writes in one burst before it waits for (or reacts to) the other
 side: the network model (``tcp.py``) lays each flight into its own segments and times it from
 the flight it reacts to.  Every byte written carries its ledger label (DESIGN.md section 3): the
-owner (a message index, or SETUP/TEARDOWN/CONTROL from ``analyzer.events``) and the layer.
+owner (a message index, or SETUP/TEARDOWN/CONTROL from ``analyzer.decoding.events``) and the layer.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ class Chunk:
     data: bytes
     #: a message index (>= 0) or SETUP, TEARDOWN, CONTROL
     owner: int
-    #: TLS, FRAMING or PAYLOAD (``analyzer.events`` layer constants)
+    #: TLS, FRAMING or PAYLOAD (``analyzer.decoding.events`` layer constants)
     layer: int
     #: messages whose first byte the marked byte is (the analyzer's MessageStarted)
     starts: tuple[int, ...] = ()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import h11
 
-from analyzer.events import FRAMING, ORIG, PAYLOAD, RESP
+from analyzer.decoding.events import FRAMING, ORIG, PAYLOAD, RESP
 from analyzer.synth.conversation import Chunk, Conversation, Flight, MessageInfo
 
 HOST = b"synth.wireprobe.test"

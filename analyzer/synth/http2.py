@@ -18,7 +18,7 @@ import h2.config
 import h2.connection
 import h2.events
 
-from analyzer.events import CONTROL, FRAMING, ORIG, PAYLOAD, RESP, SETUP, TEARDOWN
+from analyzer.decoding.events import CONTROL, FRAMING, ORIG, PAYLOAD, RESP, SETUP, TEARDOWN
 from analyzer.synth.conversation import Chunk, Conversation, Flight, MessageInfo
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import struct
 
-from analyzer.events import FRAMING, ORIG, PAYLOAD, RESP, SETUP, TEARDOWN
+from analyzer.decoding.events import FRAMING, ORIG, PAYLOAD, RESP, SETUP, TEARDOWN
 from analyzer.synth.conversation import Chunk, Conversation, Flight, MessageInfo
 
 QOS_LEVELS = (0, 1, 2)

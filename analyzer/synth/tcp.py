@@ -28,7 +28,7 @@ import bisect
 import random
 from dataclasses import dataclass
 
-from analyzer.events import ORIG, RESP
+from analyzer.decoding.events import ORIG, RESP
 from analyzer.synth.conversation import Chunk, Flight
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10

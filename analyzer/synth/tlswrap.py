@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import NameOID
 
-from analyzer.apportion import apportion
-from analyzer.events import ORIG, RESP, SETUP, TEARDOWN, TLS
+from analyzer.accounting.apportion import apportion
+from analyzer.decoding.events import ORIG, RESP, SETUP, TEARDOWN, TLS
 from analyzer.synth.conversation import Chunk, Conversation, Flight
 
 SNI = "synth.wireprobe.test"

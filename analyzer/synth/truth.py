@@ -3,8 +3,8 @@
 The generator knows the label of every stream byte, so it charges each packet exactly as the
 analyzer must: SYN and SYN-ACK to setup, FIN/RST without payload to teardown, pure ACKs to the
 owner of the newest byte they acknowledge, packets with payload to the owners of their bytes
-with the link, IP and TCP header bytes apportioned (``analyzer.apportion``) by each owner's share
-of the payload.  Round trips come from ``analyzer.roundtrips`` with the capture ordinals of the
+with the link, IP and TCP header bytes apportioned (``accounting.apportion``) by each owner's share
+of the payload.  Round trips come from ``accounting.roundtrips`` with the capture ordinals of the
 packets that carried each message's first byte and its answer.  The result has the shape of the
 ``connections``, ``messages`` and ``summary`` of the analysis JSON (DESIGN.md section 5).
 """
@@ -15,8 +15,9 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from analyzer.apportion import apportion
-from analyzer.events import (
+from analyzer.accounting.apportion import apportion
+from analyzer.accounting.roundtrips import message_round_trips, setup_round_trips
+from analyzer.decoding.events import (
     BUCKET_NAMES,
     CONTROL,
     IP,
@@ -29,7 +30,6 @@ from analyzer.events import (
     TEARDOWN,
     UNDECODED,
 )
-from analyzer.roundtrips import message_round_trips, setup_round_trips
 from analyzer.synth.conversation import Chunk, MessageInfo
 from analyzer.synth.pcapwriter import (
     ETHERNET_HEADER_BYTES,
@@ -142,7 +142,7 @@ def connection_truth(
 
 
 def _latency(laid: Laid, timing: _Timing, m: int, answered: bool) -> dict[str, float | None]:
-    """When message ``m``'s answer began, and its latencies (``analyzer.latency``), from the
+    """When message ``m``'s answer began, and its latencies (``accounting.latency``), from the
     times the generator laid the packets carrying its first byte, its answer and its last byte."""
     if not answered or m not in timing.answered:
         return {"answer_ts": None, "latency_s": None, "latency_last_byte_s": None}
@@ -163,7 +163,7 @@ def _ledger(segments: Sequence[Segment], streams: tuple[_Stream, _Stream]) -> di
 
 
 def _round_trips(laid: Laid, timing: _Timing, facts: ConnectionFacts) -> tuple[int, list[float]]:
-    """Setup round trips and each message's (DESIGN.md section 4, ``analyzer.roundtrips``)."""
+    """Setup round trips and each message's (DESIGN.md section 4, ``accounting.roundtrips``)."""
     timings = _timings(timing, facts)
     bound = min((started for _, started, _ in timings), default=None)
     data_packets = [

@@ -18,7 +18,7 @@ import base64
 import hashlib
 import struct
 
-from analyzer.events import FRAMING, ORIG, PAYLOAD, RESP, TEARDOWN
+from analyzer.decoding.events import FRAMING, ORIG, PAYLOAD, RESP, TEARDOWN
 from analyzer.synth.conversation import Chunk, Conversation, Flight, MessageInfo
 
 HOST = b"synth.wireprobe.test"

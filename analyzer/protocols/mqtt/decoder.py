@@ -28,7 +28,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-from analyzer.events import (
+from analyzer.decoding.events import (
     CONTROL,
     FRAMING,
     OPAQUE,
@@ -46,8 +46,8 @@ from analyzer.events import (
     ProtocolIdentified,
     SetupEnded,
 )
+from analyzer.decoding.spans import EventWriter
 from analyzer.options import DecodeOptions
-from analyzer.protocols.eventwriter import EventWriter
 from analyzer.protocols.mqtt.wire import (
     AUTH,
     CONNACK,

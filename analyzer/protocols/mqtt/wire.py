@@ -296,4 +296,3 @@ def read_publish(buf: bytes | bytearray, pos: int, end: int, flags: int, level: 
 def read_packet_id(buf: bytes | bytearray, pos: int, end: int) -> int:
     """The Packet Identifier that opens PUBACK, PUBREC, PUBREL and PUBCOMP (section 3.4.2)."""
     return _u16(buf, pos, end)
-

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from analyzer.events import (
+from analyzer.decoding.events import (
     CONTROL,
     FRAMING,
     OPAQUE,
@@ -31,8 +31,8 @@ from analyzer.events import (
     MessageStarted,
     ProtocolIdentified,
 )
+from analyzer.decoding.spans import EventWriter
 from analyzer.options import DecodeOptions
-from analyzer.protocols.eventwriter import EventWriter
 from analyzer.protocols.nats.wire import SETUP_VERBS, BadLine, Line, parse_line
 
 PROTOCOL = "nats"

@@ -63,7 +63,7 @@ class Line:
 
     @property
     def kind(self) -> str | None:
-        """"publish" or "deliver" for a message, None for the rest."""
+        """ "publish" or "deliver" for a message, None for the rest."""
         return MESSAGE_KINDS.get(self.verb)
 
 

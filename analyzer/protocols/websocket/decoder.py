@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from analyzer.events import (
+from analyzer.decoding.events import (
     CONTROL,
     FRAMING,
     OPAQUE,
@@ -32,8 +32,8 @@ from analyzer.events import (
     MessageStarted,
     ProtocolIdentified,
 )
+from analyzer.decoding.spans import EventWriter
 from analyzer.options import DecodeOptions
-from analyzer.protocols.eventwriter import EventWriter
 from analyzer.protocols.websocket.wire import (
     CLOSE,
     CONTINUATION,
@@ -229,4 +229,3 @@ class WebSocketDecoder(EventWriter):
         if state.ends:
             self._end_message(state)
             state.ends = False
-

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 
-from analyzer.events import ORIG, RESP
+from analyzer.decoding.events import ORIG, RESP
 
 #: (sender direction, ordinal of the message's first byte, ordinal of its answer or None)
 MessageTiming = tuple[int, int, int | None]

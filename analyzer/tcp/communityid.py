@@ -27,9 +27,7 @@ _PORTS = struct.Struct("!HH")
 _HEAD = struct.Struct("!H")
 
 
-def community_id(
-    orig: tuple[bytes, int], resp: tuple[bytes, int], seed: int = DEFAULT_SEED
-) -> str:
+def community_id(orig: tuple[bytes, int], resp: tuple[bytes, int], seed: int = DEFAULT_SEED) -> str:
     """The Community ID of the TCP flow between ``orig`` and ``resp`` ((address, port) each)."""
     (a_addr, a_port), (b_addr, b_port) = orig, resp
     # The spec orders by address, then by port, so the id does not depend on the direction.

@@ -5,7 +5,7 @@ which stream bytes they carried and how many header bytes they spent.  ``Connect
 the two: a packet waits in a bounded queue until the decoder has spanned every byte it carried,
 then its payload bytes go to the spans' owners and layers, and its link, IP and TCP header bytes
 are split among those owners in proportion to their share of the payload
-(``analyzer.apportion``).  A pure ACK goes to the owner of the newest byte it acknowledges.
+(``accounting.apportion``).  A pure ACK goes to the owner of the newest byte it acknowledges.
 
 Invariants (tested on every capture): per connection, the rows of all owners sum to the wire bytes
 of its packets, and every row's layers sum to the row.
@@ -22,8 +22,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from analyzer.apportion import apportion
-from analyzer.events import (
+from analyzer.accounting.apportion import apportion
+from analyzer.accounting.latency import ConnectionLatency
+from analyzer.accounting.unaccounted import MessageTally
+from analyzer.decoding.events import (
     CONTROL,
     IP,
     LAYER_NAMES,
@@ -45,8 +47,6 @@ from analyzer.events import (
     TlsHandshake,
     Unsolicited,
 )
-from analyzer.latency import ConnectionLatency
-from analyzer.unaccounted import MessageTally
 
 #: Spans kept per direction behind the decoding frontier, for charging retransmissions and ACKs
 #: of bytes already decoded.  Both look back at most about one window; 64 Ki spans cover several
@@ -207,7 +207,7 @@ class ConnectionLedger:
         self.first_start: tuple[int, float] | None = None
         #: the retired messages' latencies (the live ones are read at the end)
         self.retired_latency = ConnectionLatency()
-        #: the retired messages' account of what was not counted (``analyzer.unaccounted``)
+        #: the retired messages' account of what was not counted (``accounting.unaccounted``)
         self.retired_tally = MessageTally()
 
     # -- packets ----------------------------------------------------------------------------

@@ -18,14 +18,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from analyzer.detect import REGISTRY
+from analyzer.accounting.records import Record
+from analyzer.decoding.detect import REGISTRY
 from analyzer.pipeline import Analysis
-from analyzer.records import Record
 
 WARNING = "warning"
 NOTE = "note"
 
-#: protocol -> printed name, from the registry of protocols (analyzer/detect.py)
+#: protocol -> printed name, from the registry of protocols (analyzer/decoding/detect.py)
 PROTOCOL_NAMES = {**REGISTRY.titles, "unknown": "unknown"}
 
 #: Retransmitted bytes at or above this share of the wire bytes make a finding: one percent is

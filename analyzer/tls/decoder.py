@@ -3,7 +3,7 @@
 ``TlsDecoder`` frames the TLS record layer (RFC 8446 5.1, RFC 5246 6.2), reassembles and parses
 the handshake, counts handshakes (DESIGN.md section 4), charges every ciphertext byte to the
 ledger (DESIGN.md section 3) and, with secrets from ``options.keylog``, decrypts application data
-(``analyzer.tlscrypto``) and hands the plaintext to an inner ``DetectingDecoder`` whose spans are
+(``analyzer.tls.crypto``) and hands the plaintext to an inner ``DetectingDecoder`` whose spans are
 translated back to the ciphertext offsets where the plaintext sits.
 
 Ledger, per record:
@@ -16,7 +16,7 @@ Ledger, per record:
   connection as well (approximation);
 * decrypted application data: the plaintext keeps the inner decoder's owner and layer; the header
   and the expansion (explicit nonce, tag, MAC, padding, TLS 1.3 inner type byte) are ``TLS``,
-  split pro rata (``analyzer.apportion``) among the owners of the record's plaintext once the
+  split pro rata (``accounting.apportion``) among the owners of the record's plaintext once the
   inner decoder has spanned all of it;
 * an empty application data record (TLS 1.0 CBC's countermeasure) is charged with the next
   record of its direction (``CONTROL`` if none comes); heartbeats are ``CONTROL``/``TLS``;
@@ -53,10 +53,9 @@ import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from analyzer.apportion import apportion
-from analyzer.detect import DetectingDecoder
-from analyzer.errors import DecodeError
-from analyzer.events import (
+from analyzer.accounting.apportion import apportion
+from analyzer.decoding.detect import DetectingDecoder
+from analyzer.decoding.events import (
     CONTROL,
     OPAQUE,
     ORIG,
@@ -75,8 +74,9 @@ from analyzer.events import (
     TlsHandshake,
     Unsolicited,
 )
+from analyzer.errors import DecodeError
 from analyzer.options import DecodeOptions
-from analyzer.tlscrypto import (
+from analyzer.tls.crypto import (
     CIPHER_SUITES,
     RecordDecryptor,
     fixed_expansion_bytes,

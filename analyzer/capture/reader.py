@@ -29,8 +29,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import BinaryIO, Final
 
-from analyzer.errors import CaptureError
-from analyzer.sources import (
+from analyzer.capture.sources import (
     BAD_GZIP,
     GZIP_BOMB,
     GZIP_TRAILING,
@@ -43,9 +42,10 @@ from analyzer.sources import (
     Source,
     read_up_to,
 )
-from analyzer.sources import (
+from analyzer.capture.sources import (
     CHUNK_BYTES as CHUNK_BYTES,  # re-exported: the chunk size is part of the reader's contract
 )
+from analyzer.errors import CaptureError
 
 #: One packet as the pipeline sees it: (ts seconds, link type, original length on the wire,
 #: captured bytes).  A plain tuple: it is the only object made per packet.

@@ -11,21 +11,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from analyzer.accounting import MessageState, message_fields, new_row
-from analyzer.communityid import community_id
-from analyzer.detect import REGISTRY
-from analyzer.events import (
+from analyzer.accounting.latency import ConnectionLatency, LatencySketch, Stats, answer_latencies
+from analyzer.accounting.ledger import MessageState, message_fields, new_row
+from analyzer.accounting.roundtrips import message_round_trips, setup_round_trips, solicited_turns
+from analyzer.accounting.unaccounted import MessageTally, add_account
+from analyzer.decoding.detect import REGISTRY
+from analyzer.decoding.events import (
     CONTROL,
     LAYER_NAMES,
     SETUP,
     TEARDOWN,
     UNDECODED,
 )
-from analyzer.flows import Connection
-from analyzer.latency import ConnectionLatency, LatencySketch, Stats, answer_latencies
 from analyzer.packets import format_endpoint
-from analyzer.roundtrips import message_round_trips, setup_round_trips, solicited_turns
-from analyzer.unaccounted import MessageTally, add_account
+from analyzer.tcp.communityid import community_id
+from analyzer.tcp.flows import Connection
 
 Record = dict[str, Any]
 
@@ -91,9 +91,7 @@ def connection_records(conn: Connection) -> tuple[Record, Iterator[Record]]:
     trips = message_round_trips(timings, ledger.waits)
     first = min((t[1] for t in timings if t[1] >= 0), default=None)
     bound = first if first is not None else ledger.setup_hint
-    turns = solicited_turns(
-        ledger.turns, ledger.turn_packets, ledger.unsolicited, ledger.answering
-    )
+    turns = solicited_turns(ledger.turns, ledger.turn_packets, ledger.unsolicited, ledger.answering)
     setup_trips = setup_round_trips(conn.tcp_handshake, turns, bound)
     decoded = _messages_decoded(conn, count)
     latency = _latency(conn, live)
@@ -211,7 +209,7 @@ class _ProtocolTotals:
     #: answered messages' latencies, and the TCP handshakes' round-trip times (seconds)
     latency: ConnectionLatency = field(default_factory=ConnectionLatency)
     handshake_rtt: LatencySketch = field(default_factory=LatencySketch)
-    #: what was not counted (``analyzer.unaccounted``), summed over connections
+    #: what was not counted (``analyzer.accounting.unaccounted``), summed over connections
     not_counted: dict[str, int] = field(default_factory=dict)
 
     def merge(self, other: _ProtocolTotals) -> None:

@@ -25,8 +25,8 @@ from __future__ import annotations
 import re
 from collections import deque
 
-from analyzer.detect import OpaqueDecoder, make_decoder
-from analyzer.events import (
+from analyzer.decoding.detect import OpaqueDecoder, make_decoder
+from analyzer.decoding.events import (
     FRAMING,
     OPAQUE,
     ORIG,

@@ -19,8 +19,10 @@ from typing import IO, Any
 from rich.console import Console
 from rich.table import Table
 
-from analyzer import escape
-from analyzer.findings import (
+from analyzer.accounting.records import Record
+from analyzer.pipeline import Analysis
+from analyzer.report import escape
+from analyzer.report.findings import (
     PROTOCOL_NAMES,
     Finding,
     Health,
@@ -30,8 +32,6 @@ from analyzer.findings import (
     health,
     health_lines,
 )
-from analyzer.pipeline import Analysis
-from analyzer.records import Record
 
 FORMATS = ("table", "json", "csv", "markdown")
 #: Connections listed under "costliest connections" in the table and Markdown reports.
@@ -472,7 +472,7 @@ UNWRAPPED_COLUMNS = ("id", "connection", "protocol")
 
 def render_table(view: ReportView) -> str:
     buffer = io.StringIO()
-    # markup, emoji and highlighting off: every string printed here is data (analyzer/escape.py).
+    # markup, emoji and highlighting off: every string printed here is data (report/escape.py).
     console = Console(
         file=buffer,
         width=TABLE_WIDTH,

@@ -14,7 +14,7 @@ run takes.  Three rules, all in capture time, none in wall-clock time:
    connections first, then the longest idle (``eviction_order``); each evicted connection carries
    the anomaly ``tcp.evicted`` and the table counts them (``TableCounters``).
 
-Sans-IO: values in, decisions out; ``analyzer/flows.py`` applies them.
+Sans-IO: values in, decisions out; ``analyzer/tcp/flows.py`` applies them.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class _Stream(Protocol):
 
 
 class _Conn(Protocol):
-    """What the budget needs of a connection (``analyzer.flows.Connection``)."""
+    """What the budget needs of a connection (``analyzer.tcp.flows.Connection``)."""
 
     @property
     def last_ts(self) -> float: ...

@@ -26,7 +26,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Iterator
 
-from analyzer.capture import RawPacket
+from analyzer.capture.reader import RawPacket
 from analyzer.packets import (
     ETHERTYPE_IPV4,
     ETHERTYPE_IPV6,

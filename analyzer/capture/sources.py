@@ -1,7 +1,7 @@
 """Byte sources under the capture reader: a file, standard input or gzip, read in bounded chunks.
 
 ``Source`` holds one buffer that ``fill`` extends by at least ``CHUNK_BYTES`` at a time;
-``analyzer/capture.py`` parses records out of it.  A read that fails in the middle (the OS, a
+``analyzer/capture/reader.py`` parses records out of it.  A read that fails in the middle (the OS, a
 truncated or corrupt gzip stream, bytes after the last gzip member, a gzip bomb) does not
 raise: it keeps what came before, sets ``Source.error`` to the anomaly's name and ends the data.
 Compressed input is bounded (issue 15): gzip is read in ``GZIP_READ_BYTES`` steps with
@@ -31,7 +31,7 @@ GZIP_SLACK_BYTES: Final = 4 << 20
 #: stay small enough that a truncated or trailing-garbage file keeps nearly all its packets.
 GZIP_READ_BYTES: Final = 64 << 10
 
-# Anomaly names of a read that ended early (re-exported by analyzer/capture.py).
+# Anomaly names of a read that ended early (re-exported by analyzer/capture/reader.py).
 TRUNCATED: Final = "capture.truncated"  # a record or block cut by the end of the data
 READ_ERROR: Final = "capture.read_error"  # the OS failed a read in the middle of the file
 BAD_GZIP: Final = "capture.bad_gzip"  # corrupt compressed data after a good start

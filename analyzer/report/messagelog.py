@@ -22,10 +22,10 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from analyzer.accounting.records import Record
+from analyzer.decoding.events import LAYER_NAMES
 from analyzer.errors import UsageError
-from analyzer.events import LAYER_NAMES
 from analyzer.filters import Filter
-from analyzer.records import Record
 
 #: Formats of the message log.  ``json`` writes JSON lines too: a log is a sequence of rows.
 LOG_FORMATS = ("table", "csv", "jsonl", "json", "markdown")
@@ -325,9 +325,7 @@ def log_collector(
     return MessageLog(fmt, limit=top, costliest=top is not None, keep=keep)
 
 
-def _keep(
-    connection: str | None, select: Filter | None
-) -> Callable[[Record, Record], bool] | None:
+def _keep(connection: str | None, select: Filter | None) -> Callable[[Record, Record], bool] | None:
     if connection is None and select is None:
         return None
 

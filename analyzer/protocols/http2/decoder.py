@@ -58,7 +58,7 @@ from hpack import HPACKError
 from hyperframe.exceptions import HyperframeError
 from hyperframe.frame import HeadersFrame, PushPromiseFrame, SettingsFrame
 
-from analyzer.events import (
+from analyzer.decoding.events import (
     CONTROL,
     FRAMING,
     OPAQUE,
@@ -80,7 +80,7 @@ from analyzer.events import (
     Unsolicited,
 )
 from analyzer.options import DecodeOptions
-from analyzer.protocols.hpack_memo import Entry, entries, quiet_hpack_debug, replay, scan
+from analyzer.protocols.http2.hpack_memo import Entry, entries, quiet_hpack_debug, replay, scan
 
 # hpack's debug calls (about eight per decoded block) cost more than a memo hit: see hpack_memo.
 quiet_hpack_debug()

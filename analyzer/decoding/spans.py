@@ -8,7 +8,7 @@ run of bytes, not one per packet (fewer events for the ledger, DESIGN.md section
 
 from __future__ import annotations
 
-from analyzer.events import Anomaly, Event, Span
+from analyzer.decoding.events import Anomaly, Event, Span
 
 
 class EventWriter:

@@ -49,8 +49,8 @@ from typing import NamedTuple
 from pamqp import commands, exceptions
 from pamqp.base import Frame as PamqpMethod
 
-from analyzer.apportion import apportion
-from analyzer.events import (
+from analyzer.accounting.apportion import apportion
+from analyzer.decoding.events import (
     CONTROL,
     FRAMING,
     OPAQUE,

@@ -14,17 +14,9 @@ import struct
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from analyzer.accounting import ConnectionLedger
-from analyzer.budget import (
-    HALF_OPEN_TIMEOUT_S,
-    CaptureClock,
-    IdleMarks,
-    TableCounters,
-    eviction_victims,
-    half_open,
-)
-from analyzer.detect import PORT_HINTS, DetectingDecoder, OpaqueDecoder
-from analyzer.events import (
+from analyzer.accounting.ledger import ConnectionLedger
+from analyzer.decoding.detect import PORT_HINTS, DetectingDecoder, OpaqueDecoder
+from analyzer.decoding.events import (
     CONTROL,
     IP,
     LINK,
@@ -50,7 +42,15 @@ from analyzer.packets import (
     SYN,
     decode,
 )
-from analyzer.reassembly import SEQ_MOD, Piece, StreamAssembler
+from analyzer.tcp.budget import (
+    HALF_OPEN_TIMEOUT_S,
+    CaptureClock,
+    IdleMarks,
+    TableCounters,
+    eviction_victims,
+    half_open,
+)
+from analyzer.tcp.reassembly import SEQ_MOD, Piece, StreamAssembler
 
 #: Capture seconds a closed connection (FIN both ways, or RST) stays in the table so that late
 #: ACKs and retransmitted FINs still land in it instead of starting a phantom connection.
@@ -311,7 +311,7 @@ class FlowTable:
         #: flow key (``flow_key``) -> entry, one key per orientation of the 4-tuple
         self._table: dict[bytes, _Entry] = {}
         self._next_sweep = 0.0
-        # The state budget (analyzer/budget.py): the capture clock sweeps go by, when connections
+        # The state budget (tcp/budget.py): the capture clock sweeps go by, when connections
         # stamped ahead of it went quiet, the bound on open connections and what it did.
         self._clock = CaptureClock()
         self._marks = IdleMarks()

@@ -14,7 +14,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from analyzer.capture import STDIN_PATH
+from analyzer.capture.reader import STDIN_PATH
 
 #: Bytes hashed per read when comparing contents: large enough that a 1 GiB file takes
 #: about a thousand reads, small enough to keep memory flat.

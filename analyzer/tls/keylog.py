@@ -1,4 +1,4 @@
-"""TLS secrets from NSS key log text (SSLKEYLOGFILE) — the API ``analyzer/tls.py`` uses.
+"""TLS secrets from NSS key log text (SSLKEYLOGFILE) — the API ``analyzer/tls/decoder.py`` uses.
 
 The format is the one NSS, OpenSSL, BoringSSL, Firefox and Chrome write and Wireshark reads: one
 entry per line, ``<LABEL> <client_random hex> <secret hex>``, where the client random (32 bytes,
@@ -28,7 +28,7 @@ counts leave this object.
 
 from __future__ import annotations
 
-from analyzer.capture import SECRETS_TLS_KEY_LOG
+from analyzer.capture.reader import SECRETS_TLS_KEY_LOG
 from analyzer.errors import UsageError
 
 #: Length of the ClientHello random that names a connection (RFC 5246 7.4.1.2, RFC 8446 4.1.2).

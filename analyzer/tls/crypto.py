@@ -1,4 +1,4 @@
-"""TLS record decryption from logged secrets — the API ``analyzer/tls.py`` uses.
+"""TLS record decryption from logged secrets — the API ``analyzer/tls/decoder.py`` uses.
 
 Sans-IO and stateless apart from each direction's record sequence number (and, in TLS 1.0 CBC,
 the chained IV).  Typical use::

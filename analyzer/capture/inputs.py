@@ -20,7 +20,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from analyzer.capture import STDIN_PATH, CaptureSet
+from analyzer.capture.reader import STDIN_PATH, CaptureSet
 from analyzer.errors import UsageError
 
 #: Capture-level anomaly on the first file of every group after the first.

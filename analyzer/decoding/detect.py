@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from analyzer.events import (
+from analyzer.decoding.events import (
     OPAQUE,
     ORIG,
     RESP,
@@ -192,14 +192,14 @@ REGISTRY = Registry(
         ProtocolSpec(
             name="http2",
             title="HTTP/2",
-            decoder="analyzer.protocols.http2:Http2Decoder",
+            decoder="analyzer.protocols.http2.decoder:Http2Decoder",
             opening=_opens_with(HTTP2_PREFACE),
             swapped=_client_opens(_opens_with(HTTP2_PREFACE)),
         ),
         ProtocolSpec(
             name="amqp",
             title="AMQP 0-9-1",
-            decoder="analyzer.protocols.amqp:AmqpDecoder",
+            decoder="analyzer.protocols.amqp.decoder:AmqpDecoder",
             opening=_opens_with(AMQP_HEADER),
             midstream=_is_amqp_frame,
             ports=(5672,),
@@ -208,7 +208,7 @@ REGISTRY = Registry(
         ProtocolSpec(
             name="http1",
             title="HTTP/1.1",
-            decoder="analyzer.protocols.http1:Http1Decoder",
+            decoder="analyzer.protocols.http1.decoder:Http1Decoder",
             opening=_http1_opening,
             ports=(80, 8080, 8000),
             swapped=_http1_swapped,
@@ -216,7 +216,7 @@ REGISTRY = Registry(
         ProtocolSpec(
             name="tls",
             title="TLS (undecrypted)",
-            decoder="analyzer.tls:TlsDecoder",
+            decoder="analyzer.tls.decoder:TlsDecoder",
             opening=_tls_opening,
             ports=(443, 8443, 5671, 8883),
             messages=False,
@@ -236,7 +236,7 @@ REGISTRY = Registry(
             opening=_lazy("analyzer.protocols.nats:detect_opening"),
             ports=(4222,),
         ),
-        # Reached only through an HTTP/1.1 Upgrade (analyzer/protocols/http1.py): no opening.
+        # Reached only through an HTTP/1.1 Upgrade (protocols/http1/decoder.py): no opening.
         ProtocolSpec(
             name="websocket",
             title="WebSocket",

@@ -1,0 +1,1 @@
+"""accounting: see docs/DESIGN.md section 6."""

@@ -1,0 +1,1 @@
+"""capture: see docs/DESIGN.md section 6."""

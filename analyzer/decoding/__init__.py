@@ -1,0 +1,1 @@
+"""decoding: see docs/DESIGN.md section 6."""

@@ -1,0 +1,1 @@
+"""protocols.amqp: see docs/DESIGN.md section 6."""

@@ -1,0 +1,1 @@
+"""protocols.http1: see docs/DESIGN.md section 6."""

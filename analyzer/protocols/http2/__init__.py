@@ -1,0 +1,1 @@
+"""protocols.http2: see docs/DESIGN.md section 6."""

@@ -1,0 +1,1 @@
+"""report: see docs/DESIGN.md section 6."""

@@ -1,0 +1,1 @@
+"""tcp: see docs/DESIGN.md section 6."""

@@ -1,0 +1,1 @@
+"""tls: see docs/DESIGN.md section 6."""
