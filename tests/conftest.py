@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from analyzer.anomalies import CATALOGUE
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 PUBLIC = ROOT / "captures" / "public"
@@ -53,6 +55,14 @@ def check_conservation(result: dict[str, Any]) -> None:
         total_wire += conn["wire_bytes"]
     tcp_wire = sum(c["wire_bytes"] for c in result["connections"])
     assert tcp_wire == total_wire
+    check_catalogued(result)
+
+
+def check_catalogued(result: dict[str, Any]) -> None:
+    """Every anomaly a result names is documented in analyzer/anomalies.py."""
+    named = {a["name"] for c in result.get("captures", []) for a in c["anomalies"]}
+    named |= {a["name"] for c in result["connections"] for a in c["anomalies"]}
+    assert named <= set(CATALOGUE), sorted(named - set(CATALOGUE))
 
 
 def public_captures() -> list[Path]:
