@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -88,5 +89,7 @@ def test_transport_only_gives_the_opaque_decoders_figures(path: Path, monkeypatc
         return [{k: v for k, v in r.items() if k not in DECODED_FIELDS} for r in out]
 
     fast = connections(AnalyzeOptions(transport_only=True))
-    monkeypatch.setattr(detect, "DECODERS", {})
+    # The same table of protocols with no decoder behind any: every connection is opaque.
+    opaque = detect.Registry([replace(spec, decoder=None) for spec in detect.REGISTRY.specs])
+    monkeypatch.setattr(detect, "REGISTRY", opaque)
     assert fast == connections(AnalyzeOptions())

@@ -9,7 +9,6 @@ can decide, then builds the protocol's decoder and replays what it held.
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -41,6 +40,9 @@ _TLS_CONTENT_TYPES = frozenset({20, 21, 22, 23})
 #: Bytes per direction held while deciding.  The longest thing the list looks at is a request
 #: line or an AMQP frame found mid-connection; past this, the port hint or "unknown" decides.
 MAX_DETECT_BYTES = 16 * 1024
+
+#: Builds one protocol's decoder: ``(ids, options, **kwargs) -> StreamDecoder``.
+DecoderFactory = Callable[..., StreamDecoder]
 
 #: What a content detector says of a direction's first bytes: True (it is this protocol),
 #: False (it is not) or None (too few bytes to tell).
@@ -104,9 +106,9 @@ class ProtocolSpec:
     name: str
     #: how reports print it ("MQTT")
     title: str
-    #: "module:attribute" of the decoder factory ``(ids, options, **kwargs) -> StreamDecoder``,
-    #: imported on first use so that a run pays only for the protocols it meets
-    decoder: str
+    #: builds the protocol's decoder; its module is imported on first use, so that a run pays
+    #: only for the protocols it meets (and mypy checks the call, which a string would hide)
+    decoder: DecoderFactory | None = None
     #: recognises the start of a direction's stream (None: no opening signature)
     opening: Callable[[bytes], Verdict] | None = None
     #: recognises bytes from the middle of a stream; consulted only after every ``opening``
@@ -171,18 +173,62 @@ def _port_hints(specs: Sequence[ProtocolSpec]) -> dict[int, str]:
     return hints
 
 
-def _lazy(target: str) -> Callable[[bytes], Verdict]:
-    """A detector that lives in its protocol's module ("module:function"), imported on the
-    first call so that detection does not import every decoder."""
-    found: list[Callable[[bytes], Verdict]] = []
+# Decoders and the detectors that live beside them are imported on first use: detection need
+# not import every decoder, and decoders import this module (a cycle at import time otherwise).
 
-    def detector(head: bytes) -> Verdict:
-        if not found:
-            module_name, _, attr = target.partition(":")
-            found.append(getattr(importlib.import_module(module_name), attr))
-        return found[0](head)
 
-    return detector
+def _http2(ids: MessageIds, options: DecodeOptions, **kwargs: Any) -> StreamDecoder:
+    from analyzer.protocols.http2.decoder import Http2Decoder
+
+    return Http2Decoder(ids, options, **kwargs)
+
+
+def _amqp(ids: MessageIds, options: DecodeOptions, **kwargs: Any) -> StreamDecoder:
+    from analyzer.protocols.amqp.decoder import AmqpDecoder
+
+    return AmqpDecoder(ids, options, **kwargs)
+
+
+def _http1(ids: MessageIds, options: DecodeOptions, **kwargs: Any) -> StreamDecoder:
+    from analyzer.protocols.http1.decoder import Http1Decoder
+
+    return Http1Decoder(ids, options, **kwargs)
+
+
+def _tls(ids: MessageIds, options: DecodeOptions, **kwargs: Any) -> StreamDecoder:
+    from analyzer.tls.decoder import TlsDecoder
+
+    return TlsDecoder(ids, options, **kwargs)
+
+
+def _mqtt(ids: MessageIds, options: DecodeOptions, **kwargs: Any) -> StreamDecoder:
+    from analyzer.protocols.mqtt import MqttDecoder
+
+    return MqttDecoder(ids, options, **kwargs)
+
+
+def _nats(ids: MessageIds, options: DecodeOptions, **kwargs: Any) -> StreamDecoder:
+    from analyzer.protocols.nats import NatsDecoder
+
+    return NatsDecoder(ids, options, **kwargs)
+
+
+def _websocket(ids: MessageIds, options: DecodeOptions, **kwargs: Any) -> StreamDecoder:
+    from analyzer.protocols.websocket import WebSocketDecoder
+
+    return WebSocketDecoder(ids, options, **kwargs)
+
+
+def _mqtt_connect(head: bytes) -> Verdict:
+    from analyzer.protocols.mqtt import detect_connect
+
+    return detect_connect(head)
+
+
+def _nats_opening(head: bytes) -> Verdict:
+    from analyzer.protocols.nats import detect_opening
+
+    return detect_opening(head)
 
 
 #: The protocols, one registration each; the order is the decision list of content detection
@@ -192,14 +238,14 @@ REGISTRY = Registry(
         ProtocolSpec(
             name="http2",
             title="HTTP/2",
-            decoder="analyzer.protocols.http2.decoder:Http2Decoder",
+            decoder=_http2,
             opening=_opens_with(HTTP2_PREFACE),
             swapped=_client_opens(_opens_with(HTTP2_PREFACE)),
         ),
         ProtocolSpec(
             name="amqp",
             title="AMQP 0-9-1",
-            decoder="analyzer.protocols.amqp.decoder:AmqpDecoder",
+            decoder=_amqp,
             opening=_opens_with(AMQP_HEADER),
             midstream=_is_amqp_frame,
             ports=(5672,),
@@ -208,7 +254,7 @@ REGISTRY = Registry(
         ProtocolSpec(
             name="http1",
             title="HTTP/1.1",
-            decoder="analyzer.protocols.http1.decoder:Http1Decoder",
+            decoder=_http1,
             opening=_http1_opening,
             ports=(80, 8080, 8000),
             swapped=_http1_swapped,
@@ -216,7 +262,7 @@ REGISTRY = Registry(
         ProtocolSpec(
             name="tls",
             title="TLS (undecrypted)",
-            decoder="analyzer.tls.decoder:TlsDecoder",
+            decoder=_tls,
             opening=_tls_opening,
             ports=(443, 8443, 5671, 8883),
             messages=False,
@@ -224,31 +270,29 @@ REGISTRY = Registry(
         ProtocolSpec(
             name="mqtt",
             title="MQTT",
-            decoder="analyzer.protocols.mqtt:MqttDecoder",
-            opening=_lazy("analyzer.protocols.mqtt:detect_connect"),
+            decoder=_mqtt,
+            opening=_mqtt_connect,
             ports=(1883,),
-            swapped=_client_opens(_lazy("analyzer.protocols.mqtt:detect_connect")),
+            swapped=_client_opens(_mqtt_connect),
         ),
         ProtocolSpec(
             name="nats",
             title="NATS",
-            decoder="analyzer.protocols.nats:NatsDecoder",
-            opening=_lazy("analyzer.protocols.nats:detect_opening"),
+            decoder=_nats,
+            opening=_nats_opening,
             ports=(4222,),
         ),
         # Reached only through an HTTP/1.1 Upgrade (protocols/http1/decoder.py): no opening.
         ProtocolSpec(
             name="websocket",
             title="WebSocket",
-            decoder="analyzer.protocols.websocket:WebSocketDecoder",
+            decoder=_websocket,
         ),
     )
 )
 
 #: Ports that hint at a protocol when content cannot decide (IANA registrations and habits).
 PORT_HINTS: Mapping[int, str] = REGISTRY.port_hints
-#: protocol -> "module:Class" of its decoder (tests empty it to decode everything as opaque).
-DECODERS: Mapping[str, str] = {spec.name: spec.decoder for spec in REGISTRY.specs}
 
 
 def detect(
@@ -323,29 +367,19 @@ class _Swapped:
         return self._back(self._inner.finish(ts))
 
 
-def _load(protocol: str) -> Callable[..., StreamDecoder] | None:
-    target = DECODERS.get(protocol)
-    if target is None:
-        return None
-    module_name, _, attr = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if err.name != module_name:
-            raise
-        return None
-    factory: Callable[..., StreamDecoder] = getattr(module, attr)
-    return factory
-
-
 def make_decoder(
-    protocol: str, ids: MessageIds, options: DecodeOptions, **kwargs: Any
+    protocol: str,
+    ids: MessageIds,
+    options: DecodeOptions,
+    registry: Registry | None = None,
+    **kwargs: Any,
 ) -> StreamDecoder:
-    """The decoder for ``protocol``; the opaque one when there is none."""
-    factory = _load(protocol)
-    if factory is None:
+    """The decoder ``registry`` (by default ``REGISTRY``) builds for ``protocol``; the opaque
+    one when it builds none."""
+    spec = (registry or REGISTRY).get(protocol)
+    if spec is None or spec.decoder is None:
         return OpaqueDecoder(protocol, kwargs.get("base", (0, 0)))
-    return factory(ids, options, **kwargs)
+    return spec.decoder(ids, options, **kwargs)
 
 
 class OpaqueDecoder:
@@ -393,10 +427,11 @@ class DetectingDecoder:
         ports: tuple[int, int],
         *,
         protocol: str | None = None,
-        registry: Registry = REGISTRY,
+        registry: Registry | None = None,
     ) -> None:
         self._ids = ids
-        self._registry = registry
+        # Read at construction, not at import: a caller (or a test) may install another table.
+        self._registry = registry or REGISTRY
         self._options = options
         self._ports = ports
         self._held: list[_Held] = []
@@ -411,8 +446,10 @@ class DetectingDecoder:
     def _build(self, protocol: str) -> StreamDecoder:
         # TLS hands its plaintext to another DetectingDecoder, which wants the ports as hints.
         if protocol == "tls":
-            return make_decoder(protocol, self._ids, self._options, ports=self._ports)
-        return make_decoder(protocol, self._ids, self._options)
+            return make_decoder(
+                protocol, self._ids, self._options, self._registry, ports=self._ports
+            )
+        return make_decoder(protocol, self._ids, self._options, self._registry)
 
     @property
     def inner(self) -> StreamDecoder | None:
