@@ -86,6 +86,7 @@ def analyze(
         summary.add(record)
         result.connections += 1
         result.messages += record["messages"] or 0
+        messages = summary.watch(record, messages)
         if on_record is not None:
             on_record(record, messages)
         for _ in messages:  # drain, so a spool is always read and closed

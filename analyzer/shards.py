@@ -414,9 +414,13 @@ def merge_results(
         summary.add(record)
         result.connections += 1
         result.messages += record["messages"] or 0
+        watched = summary.watch(record, messages)
         if on_record is not None:
-            on_record(record, messages)
-        # Messages left unread cost nothing: they are read from the spool only when asked for.
+            on_record(record, watched)
+        if watched is not messages:  # the summary pairs these across connections: read them all
+            for _ in watched:
+                pass
+        # Other messages left unread cost nothing: they are read from the spool only when asked.
     result.summary = summary.as_dict()
     return result
 

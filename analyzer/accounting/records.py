@@ -14,6 +14,7 @@ from typing import Any
 from analyzer.accounting.latency import ConnectionLatency, LatencySketch, Stats, answer_latencies
 from analyzer.accounting.ledger import MessageState, message_fields, new_row
 from analyzer.accounting.roundtrips import message_round_trips, setup_round_trips, solicited_turns
+from analyzer.accounting.rpc import RpcPairs
 from analyzer.accounting.unaccounted import MessageTally, add_account
 from analyzer.decoding.detect import REGISTRY
 from analyzer.decoding.events import (
@@ -239,11 +240,19 @@ class Summary:
     """Per-protocol totals, folded one connection at a time (or merged from shards' summaries)."""
 
     totals: dict[str, _ProtocolTotals] = field(default_factory=dict)
+    #: AMQP RPC calls paired with their replies across connections (analyzer.accounting.rpc)
+    rpc: RpcPairs = field(default_factory=RpcPairs)
 
     def merge(self, other: Summary) -> None:
         """Fold in another summary: the figures of both runs' connections, as if one run."""
         for protocol, theirs in other.totals.items():
             self.totals.setdefault(protocol, _ProtocolTotals()).merge(theirs)
+        self.rpc.merge(other.rpc)
+
+    def watch(self, record: Record, messages: Iterator[Record]) -> Iterator[Record]:
+        """``record``'s messages, passed through what pairs messages across connections (only
+        AMQP's: other connections' messages go by untouched, at no cost)."""
+        return self.rpc.watch(messages) if record["protocol"] == "amqp" else messages
 
     def add(self, record: Record) -> None:
         t = self.totals.setdefault(record["protocol"], _ProtocolTotals())
@@ -314,6 +323,9 @@ class Summary:
                 "tcp_handshake_rtt": _stats_or_none(t.handshake_rtt),
                 "not_counted": _not_counted(t.not_counted),
             }
+        rpc = self.rpc.as_dict()
+        if rpc is not None and "amqp" in out:
+            out["amqp"]["rpc"] = rpc
         return out
 
 

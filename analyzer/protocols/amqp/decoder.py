@@ -71,6 +71,7 @@ from analyzer.decoding.events import (
     Unsolicited,
 )
 from analyzer.options import DecodeOptions
+from analyzer.protocols.amqp.properties import rpc_properties
 
 PROTOCOL = "amqp"
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
@@ -911,8 +912,19 @@ class AmqpDecoder:
         else:
             self._charge(direction, start, end, message.id, FRAMING)
         self._events.append(MessageNote(message.id, "body_size", body_size))
+        payload = pos + FRAME_HEADER_BYTES
+        self._note_rpc(message.id, buf, payload, payload + size)
         if body_size == 0:
             self._content_done(lane)
+
+    def _note_rpc(self, message: int, buf: Buffer, pos: int, end: int) -> None:
+        """The properties that pair an RPC's request with its reply across connections
+        (analyzer.accounting.rpc), noted only when the message carries them."""
+        rpc = rpc_properties(buf, pos, end)
+        if rpc.correlation_id:
+            self._events.append(MessageNote(message, "correlation_id", rpc.correlation_id))
+        if rpc.reply_to:
+            self._events.append(MessageNote(message, "reply_to", rpc.reply_to))
 
     def _body(self, direction: int, channel: int, start: int, size: int) -> None:
         # _body_target, _count_body and _body_frame_done in one: this runs for every body frame.
