@@ -1,7 +1,7 @@
 """``wireprobe compare``: run the matrix, print the tables, write the report directory.
 
 The edge of the compare package: the only module here that writes files or prints.  The CLI
-(analyzer/cli.py) calls ``compare_command``; ``UsageError`` means exit 2 with its message.
+(analyzer/cli/commands.py) calls ``compare_command``; ``UsageError`` means exit 2 with its message.
 """
 
 from __future__ import annotations

@@ -107,7 +107,7 @@ class _Stream(Protocol):
 
 
 class _Conn(Protocol):
-    """What the budget needs of a connection (``analyzer.tcp.flows.Connection``)."""
+    """What the budget needs of a connection (``analyzer.tcp.connection.Connection``)."""
 
     @property
     def last_ts(self) -> float: ...

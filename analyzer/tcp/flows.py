@@ -1,47 +1,32 @@
-"""The connection table: TCP segments to connections, directions, streams and the ledger.
+"""The connection table: TCP segments to connections and directions, and the table's budget.
 
 This is the per-packet hot path (DESIGN.md section 7): one dict lookup finds the connection and
 the direction together, pure ACKs take a short path, and application bytes reach a decoder only
-once reassembled.  Connections end on a new SYN for a closed 4-tuple, after an idle timeout, or
-at the end of the capture; each ending produces records for the report at once, so memory follows
-the number of connections open at the same time, not the length of the capture.
+once reassembled.  Connections end on a new SYN for a closed 4-tuple, after an idle timeout,
+when the state budget evicts them (analyzer/tcp/budget.py), or at the end of the capture; each
+ending produces records for the report at once, so memory follows the number of connections open
+at the same time, not the length of the capture.  A connection's own state is
+analyzer/tcp/connection.py; the fused fast path most frames take is analyzer/tcp/fastpath.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from analyzer.accounting.ledger import ConnectionLedger
 from analyzer.decoding.detect import PORT_HINTS, DetectingDecoder, OpaqueDecoder
 from analyzer.decoding.events import (
     CONTROL,
-    IP,
-    LINK,
-    N_LAYERS,
     OPAQUE,
     SETUP,
-    TCP,
     TEARDOWN,
     UNDECODED,
     MessageIds,
     StreamDecoder,
 )
 from analyzer.options import AnalyzeOptions
-from analyzer.packets import (
-    ACK,
-    ETHERTYPE_IPV4,
-    ETHERTYPE_IPV6,
-    FIN,
-    IPPROTO_TCP,
-    IPV4_FRAGMENT_MASK,
-    LINKTYPE_ETHERNET,
-    RST,
-    SYN,
-    decode,
-)
+from analyzer.packets import ACK, FIN, RST, SYN, decode
 from analyzer.tcp.budget import (
     HALF_OPEN_TIMEOUT_S,
     CaptureClock,
@@ -50,7 +35,10 @@ from analyzer.tcp.budget import (
     eviction_victims,
     half_open,
 )
-from analyzer.tcp.reassembly import SEQ_MOD, Piece, StreamAssembler
+from analyzer.tcp.connection import Connection, Entry, connection_id
+from analyzer.tcp.fastpath import run_fused
+
+__all__ = ["Connection", "FlowTable", "Segment", "connection_id", "flow_key"]
 
 #: Capture seconds a closed connection (FIN both ways, or RST) stays in the table so that late
 #: ACKs and retransmitted FINs still land in it instead of starting a phantom connection.
@@ -73,206 +61,10 @@ RST_WINDOW_BYTES = 64 * 1024
 _CONTRADICTORY = tuple(
     0xFF if bin(index).count("1") > 1 else 0 for index in range((SYN | FIN | RST) + 1)
 )
-
-#: The fast path's one read of a frame: Ethernet type, then the 20-byte IPv4 header (version/IHL,
-#: total length, flags/fragment offset, protocol), then source and destination addresses and the
-#: TCP ports as one 12-byte string (they are contiguous: that is the flow key), then the TCP
-#: sequence and acknowledgment numbers, data offset and flags (RFC 791 section 3.1, RFC 9293
-#: section 3.1).  Valid only when IHL is 5, which the fast path checks before believing it.
-_ETH_IPV4_TCP = struct.Struct("!12xHBxHxxHxBxx12sIIBB")
-#: The same for IPv6 when TCP is the first next header: Ethernet type, the version byte,
-#: payload length, next header, then addresses and ports (36 bytes: the IPv6 flow key), then
-#: the TCP fields as above (RFC 8200 section 3).
-_ETH_IPV6_TCP = struct.Struct("!12xHBxxxHBx36sIIBB")
-_FAST_MIN_FRAME_V6 = 14 + 40 + 20
 #: Source and destination ports as they follow the addresses in a flow key.
 _PORTS = struct.Struct("!HH")
-#: Frames shorter than Ethernet + IPv4 + TCP headers cannot take the fast path.
-_FAST_MIN_FRAME = 14 + 20 + 20
-_IPV4_NO_OPTIONS = 0x45
-_SEQ_MASK = SEQ_MOD - 1
-#: The transport-only fast path's sums per direction (``Connection.fast``): data segments,
-#: their wire bytes, IP datagram bytes and TCP header bytes; pure ACKs, their wire bytes and
-#: datagram bytes.
-(
-    _FAST_DATA,
-    _FAST_DATA_WIRE,
-    _FAST_DATA_TOTAL,
-    _FAST_DATA_TCP,
-    _FAST_ACKS,
-    _FAST_ACK_WIRE,
-    _FAST_ACK_TOTAL,
-) = range(7)
-_FAST_FIELDS = 7
-_HALF_SEQ = SEQ_MOD >> 1
 
 Segment = tuple[bytes, bytes, int, int, int, int, int, int, bytes, int, int, int, int, str | None]
-#: A table entry, one per orientation of the 4-tuple: the connection, the direction this
-#: orientation sends in, that direction's assembler, the other's, and the direction's
-#: transport-only sums (the last three are reached through the connection too; the fast path
-#: saves the lookups).
-_Entry = tuple["Connection", int, StreamAssembler, StreamAssembler, list[int]]
-
-
-class Connection:
-    """One TCP connection: both directions' reassembly, its decoder and its ledger."""
-
-    __slots__ = (
-        "ack_ts",
-        "anomalies",
-        "asm",
-        "closed_ts",
-        "decoder",
-        "delivered",
-        "eof_pending",
-        "fast",
-        "fin",
-        "first_ts",
-        "id",
-        "last_ordinal",
-        "last_ts",
-        "ledger",
-        "orig",
-        "packets",
-        "resp",
-        "rst",
-        "syn_ts",
-        "synack_ts",
-        "tcp_handshake",
-        "wire",
-    )
-
-    def __init__(
-        self,
-        orig: tuple[bytes, int],
-        resp: tuple[bytes, int],
-        ts: float,
-        decoder: StreamDecoder,
-    ) -> None:
-        self.orig = orig
-        self.resp = resp
-        self.first_ts = ts
-        self.last_ts = ts
-        #: ordinal of the connection's latest packet (bytes released at the end arrived by then)
-        self.last_ordinal = 0
-        self.id = connection_id(orig, resp, ts)
-        self.asm = (StreamAssembler(), StreamAssembler())
-        self.ledger = ConnectionLedger()
-        self.decoder = decoder
-        self.delivered = [0, 0]
-        self.packets = [0, 0]
-        self.wire = [0, 0]
-        self.tcp_handshake = False
-        self.syn_ts: float | None = None
-        self.synack_ts: float | None = None
-        self.ack_ts: float | None = None
-        self.fin = [False, False]
-        self.rst = False
-        self.closed_ts: float | None = None
-        self.anomalies: dict[str, int] = {}
-        #: (ordinal, ts) of a FIN whose eof waits for held bytes before it, per direction
-        self.eof_pending: list[tuple[int, float] | None] = [None, None]
-        #: per direction, what the transport-only fast path counted instead of charging each
-        #: packet (``FAST_*`` indexes); ``fold_fast`` charges the sums when the connection ends
-        self.fast = ([0] * _FAST_FIELDS, [0] * _FAST_FIELDS)
-
-    def feed(self, direction: int, pieces: list[Piece], ordinal: int, ts: float) -> None:
-        """Hand reassembled pieces to the decoder and its events to the ledger."""
-        ledger = self.ledger
-        delivered = self.delivered
-        for value in pieces:
-            position = delivered[direction]
-            try:
-                if type(value) is bytes:
-                    delivered[direction] = position + len(value)
-                    events = self.decoder.feed(direction, value, ordinal, ts)
-                else:
-                    assert isinstance(value, int)
-                    ledger.gap(direction, position, position + value)
-                    delivered[direction] = position + value
-                    events = self.decoder.gap(direction, value, ordinal, ts)
-                if events:
-                    ledger.apply(events)
-            except Exception:  # any decoder failure becomes an anomaly, never a traceback
-                self._decoder_failed()
-        decoder = self.decoder
-        if type(decoder) is DetectingDecoder and decoder.inner is not None:
-            # Detection is done: talk to the protocol's decoder directly from now on.
-            self.decoder = decoder.inner
-        eof = self.eof_pending[direction]
-        if eof is not None and delivered[direction] >= self.asm[direction].next:
-            self._release_eof(direction)
-
-    def eof_after(self, direction: int, ordinal: int, ts: float) -> None:
-        """The direction sent FIN: tell the decoder once every byte before it was delivered."""
-        self.eof_pending[direction] = (ordinal, ts)
-        self._release_eof(direction)
-
-    def _release_eof(self, direction: int, *, final: bool = False) -> None:
-        pending = self.eof_pending[direction]
-        if pending is None:
-            return
-        asm = self.asm[direction]
-        fin = asm.fin_offset if asm.fin_offset is not None else asm.next
-        if final and asm.next < fin:
-            # The bytes before the FIN never came: they are a gap, not the end of a message.
-            self.feed(direction, asm.skip_to(fin), pending[0], pending[1])
-        if asm.next >= fin and not asm.held_bytes:
-            self.eof_pending[direction] = None
-            self.eof(direction, *pending)
-
-    def eof(self, direction: int, ordinal: int, ts: float) -> None:
-        try:
-            self.ledger.apply(self.decoder.eof(direction, ordinal, ts))
-        except Exception:  # any decoder failure becomes an anomaly, never a traceback
-            self._decoder_failed()
-
-    def _decoder_failed(self) -> None:
-        """A decoder bug costs this connection its decoding, not the run: the bytes already
-        given to the failed decoder become undecoded at once, so the frontier moves on."""
-        self.ledger.anomalies["wireprobe.decoder_error"] += 1
-        for direction in (0, 1):
-            self.ledger.fill_to(direction, self.delivered[direction])
-        self.decoder = OpaqueDecoder(
-            self.ledger.protocol, base=(self.delivered[0], self.delivered[1])
-        )
-
-    def fold_fast(self) -> None:
-        """Charge what the transport-only fast path counted: its data segments are all
-        undecoded and its pure ACKs all control, so sums per direction give every layer.
-        (An IPv4 connection's fast-path headers are 20 bytes, an IPv6 one's 40.)"""
-        ip = 20 if len(self.orig[0]) == 4 else 40
-        rows = self.ledger.rows
-        for direction, sums in enumerate(self.fast):
-            n, wire, total, tcp, acks, ack_wire, ack_total = sums
-            self.packets[direction] += n + acks
-            self.wire[direction] += wire + ack_wire
-            if n:
-                row = rows.setdefault(UNDECODED, [0] * N_LAYERS)
-                row[LINK] += wire - total
-                row[IP] += n * ip
-                row[TCP] += tcp
-                row[OPAQUE] += total - n * ip - tcp
-            if acks:
-                row = rows.setdefault(CONTROL, [0] * N_LAYERS)
-                row[LINK] += ack_wire - ack_total
-                row[IP] += acks * ip
-                row[TCP] += ack_total - acks * ip
-            sums[:] = [0] * _FAST_FIELDS
-
-    def finish(self, ts: float) -> None:
-        """Flush reassembly and the decoder; charge everything still waiting."""
-        self.fold_fast()
-        for direction in (0, 1):
-            pieces = self.asm[direction].flush()
-            if pieces:
-                self.feed(direction, pieces, self.last_ordinal, ts)
-            self._release_eof(direction, final=True)
-        try:
-            self.ledger.apply(self.decoder.finish(ts))
-        except Exception:  # any decoder failure becomes an anomaly, never a traceback
-            self._decoder_failed()
-        self.ledger.close((self.delivered[0], self.delivered[1]))
 
 
 def flow_key(src: bytes, sport: int, dst: bytes, dport: int) -> bytes:
@@ -280,12 +72,6 @@ def flow_key(src: bytes, sport: int, dst: bytes, dport: int) -> bytes:
     an IPv4 header's address fields followed by a TCP header's port fields (12 bytes for IPv4,
     36 for IPv6), so the fast path reads it from a frame with no work at all."""
     return src + dst + _PORTS.pack(sport, dport)
-
-
-def connection_id(orig: tuple[bytes, int], resp: tuple[bytes, int], ts: float) -> str:
-    """A stable id from the flow key and first timestamp (STYLE.md: never clock or random)."""
-    key = b"%s:%d>%s:%d@%d" % (orig[0], orig[1], resp[0], resp[1], round(ts * 1e6))
-    return "C" + hashlib.blake2b(key, digest_size=6).hexdigest()
 
 
 def _orig_is_source(flags: int, sport: int, dport: int) -> bool:
@@ -309,7 +95,7 @@ class FlowTable:
         self._options = options
         self._on_finished = on_finished
         #: flow key (``flow_key``) -> entry, one key per orientation of the 4-tuple
-        self._table: dict[bytes, _Entry] = {}
+        self._table: dict[bytes, Entry] = {}
         self._next_sweep = 0.0
         # The state budget (tcp/budget.py): the capture clock sweeps go by, when connections
         # stamped ahead of it went quiet, the bound on open connections and what it did.
@@ -330,153 +116,19 @@ class FlowTable:
     ) -> tuple[int, int]:
         """Feed every captured frame to the table; (frames, TCP segments among them).
 
-        Most frames are an established connection's in-order data segment or pure ACK over
-        Ethernet and IPv4 without options or IPv6.  Those take the fused path below: one
-        ``unpack_from`` reads all of their headers, and the connection is updated inline (in
-        transport-only mode, per-direction sums that ``Connection.fold_fast`` charges at the
-        end).  Every other frame takes the general path (``decode`` then ``packet``).  The fast
-        path mutates nothing until it knows the frame is its case, so falling back at any test
-        is always safe; tests/test_fast_path.py compares the two paths' results.
-        """
-        unpack = _ETH_IPV4_TCP.unpack_from
-        unpack_v6 = _ETH_IPV6_TCP.unpack_from
-        get = self._table.get
-        general = self._general
-        transport_only = self._transport_only
-        idle = self._idle_s
-        next_sweep = self._next_sweep
-        # Locals, not module constants, in the loop: LOAD_FAST is the cheapest load.
-        ethernet, eth_ipv4, eth_ipv6, ipv4_plain, tcp_proto = (
-            # (No link type is -1: with the fast path off, every frame takes the general path.)
-            LINKTYPE_ETHERNET if self._options.fast_path else -1,
-            ETHERTYPE_IPV4,
-            ETHERTYPE_IPV6,
-            _IPV4_NO_OPTIONS,
-            IPPROTO_TCP,
+        Most frames take the fused fast path (analyzer/tcp/fastpath.py); the others, and any
+        frame the fast path is unsure of, ``_general``."""
+        return run_fused(
+            packets,
+            skipped,
+            table=self._table,
+            general=self._general,
+            sweep=self._sweep_next,
+            next_sweep=self._next_sweep,
+            idle_s=self._idle_s,
+            transport_only=self._transport_only,
+            fast_path=self._options.fast_path,
         )
-        fragment, flag_mask, ack_only = IPV4_FRAGMENT_MASK, SYN | FIN | RST | ACK, ACK
-        seq_mask, min_frame, min_frame_v6 = _SEQ_MASK, _FAST_MIN_FRAME, _FAST_MIN_FRAME_V6
-        seq_mod, half_seq = SEQ_MOD, _HALF_SEQ
-        fast_data, fast_data_wire, fast_data_total, fast_data_tcp = (
-            _FAST_DATA,
-            _FAST_DATA_WIRE,
-            _FAST_DATA_TOTAL,
-            _FAST_DATA_TCP,
-        )
-        fast_acks, fast_ack_wire, fast_ack_total = _FAST_ACKS, _FAST_ACK_WIRE, _FAST_ACK_TOTAL
-        not_tcp = sum(skipped.values())
-        ordinal = 0
-        for ts, link_type, orig_len, data in packets:
-            ordinal += 1
-            captured = len(data)
-            if link_type != ethernet or captured < min_frame:
-                next_sweep = general(ts, link_type, orig_len, data, ordinal, skipped)
-                continue
-            # 1. Its case: IPv4 without options or fragments, or IPv6 with TCP as the first
-            #    next header; lengths that hold (pcapng may claim more captured bytes than were
-            #    on the wire) and the whole datagram captured; ACK set and no SYN, FIN or RST;
-            #    a known connection, not idle, with nothing held out of order in the other
-            #    direction (an ACK may close a hole).  The Ethernet type's first byte picks
-            #    the unpack (0x08 IPv4, 0x86 IPv6), so neither family pays for the other's.
-            if data[12] != 0x86:
-                et, vihl, total, frag, proto, key, seq, ack, doff, flags = unpack(data)
-                if et != eth_ipv4 or vihl != ipv4_plain or proto != tcp_proto or frag & fragment:
-                    next_sweep = general(ts, link_type, orig_len, data, ordinal, skipped)
-                    continue
-                ip = 20
-            elif captured < min_frame_v6:
-                next_sweep = general(ts, link_type, orig_len, data, ordinal, skipped)
-                continue
-            else:
-                et, vtc, total, proto, key, seq, ack, doff, flags = unpack_v6(data)
-                # (A zero payload length is a jumbogram or a TSO capture: the general path.)
-                if et != eth_ipv6 or vtc & 0xF0 != 0x60 or proto != tcp_proto or not total:
-                    next_sweep = general(ts, link_type, orig_len, data, ordinal, skipped)
-                    continue
-                ip = 40
-                total += 40
-            tcp = (doff & 0xF0) >> 2
-            entry = get(key)
-            if (
-                entry is None
-                or flags & flag_mask != ack_only
-                or not 20 <= tcp <= total - ip
-                or total + 14 > captured
-                or total + 14 > orig_len
-            ):
-                next_sweep = general(ts, link_type, orig_len, data, ordinal, skipped)
-                continue
-            conn, direction, asm, other, sums = entry
-            if ts - conn.last_ts > idle or other.held_bytes:
-                next_sweep = general(ts, link_type, orig_len, data, ordinal, skipped)
-                continue
-            plen = total - ip - tcp
-            if plen:
-                # 2. A data segment: exactly the next byte expected, nothing held before it.
-                base = asm.base
-                start = asm.next
-                if base is None or asm.held_bytes or seq != (base + start) & seq_mask:
-                    next_sweep = general(ts, link_type, orig_len, data, ordinal, skipped)
-                    continue
-                conn.last_ts = ts
-                conn.last_ordinal = ordinal
-                asm.next = start + plen
-                if transport_only:
-                    # No decoder, no spans: every payload byte is undecoded, so sums suffice
-                    # (``Connection.fold_fast``); no message waits to be retired, so the
-                    # acknowledged offset is not kept either.
-                    sums[fast_data] += 1
-                    sums[fast_data_wire] += orig_len
-                    sums[fast_data_total] += total
-                    sums[fast_data_tcp] += tcp
-                else:
-                    conn.packets[direction] += 1
-                    conn.wire[direction] += orig_len
-                    ledger = conn.ledger
-                    ledger.note_data(ordinal, direction)
-                    conn.feed(direction, [data[14 + ip + tcp : 14 + total]], ordinal, ts)
-                    ledger.data_packet(direction, start, plen, plen, orig_len - total, ip, tcp)
-                    if other.base is not None:
-                        ledger.note_acked(1 - direction, other.offset(ack))
-            else:
-                # 3. A pure ACK of bytes already seen, past the handshake, before any FIN.
-                other_base = other.base
-                if other_base is None:
-                    next_sweep = general(ts, link_type, orig_len, data, ordinal, skipped)
-                    continue
-                rel = (ack - other_base) & seq_mask
-                if not rel or other.fin_offset is not None:
-                    next_sweep = general(ts, link_type, orig_len, data, ordinal, skipped)
-                    continue
-                if transport_only:
-                    # Every stream byte is undecoded, and ACKs of undecoded bytes are control.
-                    conn.last_ts = ts
-                    conn.last_ordinal = ordinal
-                    sums[fast_acks] += 1
-                    sums[fast_ack_wire] += orig_len
-                    sums[fast_ack_total] += total
-                else:
-                    # ``StreamAssembler.offset`` inline: the offset nearest the next byte.
-                    ahead = other.next
-                    newest = ahead - (ahead & seq_mask) + rel
-                    if newest - ahead > half_seq:
-                        newest -= seq_mod
-                    elif ahead - newest > half_seq:
-                        newest += seq_mod
-                    newest -= 1
-                    if not 0 <= newest < ahead:
-                        next_sweep = general(ts, link_type, orig_len, data, ordinal, skipped)
-                        continue
-                    conn.ledger.pure_ack(direction, newest, orig_len - total, ip, tcp)
-                    conn.last_ts = ts
-                    conn.last_ordinal = ordinal
-                    conn.packets[direction] += 1
-                    conn.wire[direction] += orig_len
-            if ts >= next_sweep:
-                self._sweep(ts)
-                next_sweep = self._next_sweep
-        # Every frame that was not a TCP segment was counted in ``skipped`` with its reason.
-        return ordinal, ordinal - (sum(skipped.values()) - not_tcp)
 
     def _general(
         self,
@@ -702,9 +354,7 @@ class FlowTable:
             return True
         return asm.base != (seq + 1) % (1 << 32)
 
-    def _open(
-        self, src: bytes, sport: int, dst: bytes, dport: int, flags: int, ts: float
-    ) -> _Entry:
+    def _open(self, src: bytes, sport: int, dst: bytes, dport: int, flags: int, ts: float) -> Entry:
         self._budget(ts)
         if _orig_is_source(flags, sport, dport):
             orig, resp = (src, sport), (dst, dport)
@@ -763,6 +413,11 @@ class FlowTable:
         self._marks.forget(conn)
         conn.finish(max(ts, conn.last_ts))
         self._on_finished(conn)
+
+    def _sweep_next(self, ts: float) -> float:
+        """Sweep, and the time of the next sweep (the fast path keeps it in a local)."""
+        self._sweep(ts)
+        return self._next_sweep
 
     def _sweep(self, ts: float) -> None:
         # The capture clock, not this packet's timestamp: one packet stamped far ahead (a bit
