@@ -211,3 +211,64 @@ def test_shards_pair_the_calls_one_process_pairs(legs: tuple[Path, Path, float])
     for buckets in (1, 2, 4):
         got = analyze_sharded(single(paths), AnalyzeOptions(), buckets=buckets)
         assert got.summary["amqp"]["rpc"] == want, buckets
+
+
+#: The four legs of an RPC as the comparison generates them (analyzer/compare/matrix.py).
+FOUR_LEGS = (
+    "amqp rpc request publish",
+    "amqp rpc request deliver",
+    "amqp rpc reply publish",
+    "amqp rpc reply deliver",
+)
+
+
+@pytest.fixture(scope="module")
+def four_legs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Each leg its own capture, leg k moved k seconds later, so that every call's legs start in
+    their order (the generator starts every capture at the same instant); one seed, so that the
+    legs carry the same correlation ids."""
+    from analyzer.compare.matrix import LEG_MODES
+
+    folder = tmp_path_factory.mktemp("rpc4")
+    paths = []
+    for k, mode in enumerate(FOUR_LEGS):
+        protocol, fields = LEG_MODES[mode]
+        raw = folder / f"leg{k}-raw.pcap"
+        generate(Scenario(protocol=protocol, messages=6, **fields)).write(raw)
+        capture = pcaptools.read(raw)
+        moved = [
+            pcaptools.Record(r.ts_ns + k * 1_000_000_000, r.data, r.orig_len) for r in capture.records
+        ]
+        paths.append(capture.with_records(moved).write(folder / f"leg{k}.pcap"))
+    return paths
+
+
+def test_four_legs_add_up_to_the_end_to_end_cost_of_a_call(four_legs: list[Path]) -> None:
+    legs = [analyze_json([p])["summary"]["amqp"] for p in four_legs]
+    result = analyze_json(four_legs)
+    check_conservation(result)
+    out = result["summary"]["amqp"]["rpc"]
+    assert (out["calls"], out["answered"], out["complete"], out["unanswered"]) == (6, 6, 6, 0)
+    for name, leg in zip(
+        ("call", "request_delivery", "reply", "reply_delivery"), legs, strict=True
+    ):
+        got = out["legs"][name]
+        assert got["marginal_bytes_per_call"] == pytest.approx(leg["marginal_bytes_per_message"])
+        assert got["loaded_bytes_per_call"] == pytest.approx(leg["loaded_bytes_per_message"])
+    # What the comparison sums leg by leg is what the wire's correlation ids add up to.
+    total = sum(leg["loaded_bytes_per_message"] for leg in legs)
+    assert out["end_to_end"]["loaded_bytes_per_call"] == pytest.approx(total)
+    assert out["end_to_end"]["marginal_bytes_per_call"] == pytest.approx(
+        sum(leg["marginal_bytes_per_message"] for leg in legs)
+    )
+
+
+def test_legs_out_of_time_order_do_not_make_a_call(four_legs: list[Path]) -> None:
+    # The worker's reply published before the caller's request: no call it can belong to.
+    pairs = RpcPairs()
+    pairs.add(_message("publish", 2.0, "x", "r"))
+    pairs.add(_message("publish", 1.0, "x"))  # reply leg, earlier than the call
+    pairs.add(_message("deliver", 3.0, "x"))
+    out = pairs.as_dict()
+    assert out is not None
+    assert (out["answered"], out["complete"]) == (1, 0)
