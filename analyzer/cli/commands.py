@@ -29,7 +29,6 @@ from analyzer.cli.arguments import (
 from analyzer.cli.console import (
     deferred_console,
     fail,
-    html_renderer,
     print_findings,
     say,
     shard_progress,
@@ -204,7 +203,7 @@ def analyze(
         )
         log = log_collector(fmt, messages, connection, top, options.select)
         collector = log or Collector(
-            "json" if fmt == "html" else fmt,
+            fmt,
             top=top,
             port_overrides=overrides,
             extra_findings=duplicates,
@@ -228,7 +227,7 @@ def analyze(
         say(analysis.dropped.sentence())
     if isinstance(collector, Collector):  # the message log (--messages) lists no findings
         print_findings(collector.findings(analysis), notes_too=fmt == "csv")
-    render = html_renderer(collector) if fmt == "html" else collector.render  # type: ignore[arg-type]
+    render = collector.render
     write_report(target, lambda out: render(analysis, out))
 
 

@@ -15,10 +15,8 @@ from analyzer.errors import WireprobeError
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from analyzer.pipeline import Analysis
     from analyzer.report.findings import Finding
     from analyzer.report.output import Target
-    from analyzer.report.render import Collector
     from analyzer.shards import ShardProgress
 
 
@@ -78,22 +76,6 @@ def shard_progress() -> Callable[[ShardProgress], None]:
         sys.stderr.flush()
 
     return show
-
-
-def html_renderer(collector: Collector) -> Callable[[Analysis, IO[str]], None]:
-    """The HTML report of a capture: the analysis JSON, drawn by the comparison's renderer."""
-
-    def render(analysis: Analysis, out: IO[str]) -> None:
-        import io
-        import json
-
-        from analyzer.compare import render_capture_html
-
-        buffer = io.StringIO()
-        collector.render(analysis, buffer)
-        out.write(render_capture_html(json.loads(buffer.getvalue())))
-
-    return render
 
 
 def write_generated(targets: list[Target], files: list[bytes]) -> None:

@@ -19,6 +19,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 from analyzer.compare.endtoend import path_figures
 from analyzer.compare.matrix import BASE_MODE, CompareResult, Measurement
 from analyzer.compare.timing import NETWORKS, time_s
+from analyzer.report.page import LayerSums
 
 PROTOCOL_NAMES = {"http1": "HTTP/1.1", "http2": "HTTP/2", "amqp": "AMQP 0-9-1"}
 #: One colour per protocol on every chart (matplotlib's default cycle, colour-blind safe order).
@@ -277,24 +278,14 @@ def layer_shares_chart(result: CompareResult) -> ChartData:
 
 
 def layer_shares(analysis: dict[str, Any]) -> dict[str, float]:
-    """Shares of the wire bytes: messages' direct bytes by layer, then the connection's own."""
-    direct = dict.fromkeys(("link", "ip", "tcp", "tls", "framing", "payload", "opaque"), 0)
+    """Shares of the wire bytes: messages' direct bytes by layer, then the connection's own
+    (the one formula, analyzer/report/page.py, that a capture's HTML report folds too)."""
+    sums = LayerSums()
     for message in analysis["messages"]:
-        for layer, count in message["layers"].items():
-            direct[layer] += count
-    conns = analysis["connections"]
-    connection = sum(c["setup_bytes"] + c["teardown_bytes"] + c["control_bytes"] for c in conns)
-    undecoded = sum(c["undecoded_bytes"] for c in conns) + direct["opaque"]
-    wire = sum(c["wire_bytes"] for c in conns) or 1
-    parts = {
-        "headers": direct["link"] + direct["ip"] + direct["tcp"],
-        "tls": direct["tls"],
-        "framing": direct["framing"],
-        "payload": direct["payload"],
-        "connection": connection,
-        "undecoded": undecoded,
-    }
-    return {layer: count / wire for layer, count in parts.items()}
+        sums.add_message(message)
+    for record in analysis["connections"]:
+        sums.add_connection(record)
+    return sums.shares()
 
 
 def payload_efficiency_chart(result: CompareResult) -> ChartData:

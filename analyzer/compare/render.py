@@ -5,7 +5,7 @@ values and text; the command writes the files and prints.
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.table import Table
@@ -17,7 +17,6 @@ from analyzer.compare.charts import (
     Rendered,
     chart_data,
     draw,
-    layer_shares,
     short_name,
 )
 from analyzer.compare.claims import Claim, headlines
@@ -41,6 +40,7 @@ from analyzer.compare.sections import (
 )
 from analyzer.compare.timing import MODEL
 from analyzer.report import escape
+from analyzer.report.page import CapturePage, PageTally
 
 CHART_CAPTIONS = {
     "loaded-bytes": "Loaded bytes per message (a message's own bytes plus its share of its "
@@ -488,8 +488,6 @@ CONNECTION_COLUMNS = (
     "round trips",
     "anomalies",
 )
-#: Connections listed in a capture's HTML report, costliest first.
-TOP_CONNECTIONS = 20
 
 
 def _num(value: Any, digits: int = 0) -> str:
@@ -530,19 +528,6 @@ def _connection_row(c: dict[str, Any]) -> list[str]:
         _num(c.get("round_trips"), 1),
         anomalies or "–",
     ]
-
-
-def protocol_shares(analysis: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Layer shares of each protocol's connections (the capture report's bars)."""
-    shares = {}
-    for protocol in sorted({c["protocol"] for c in analysis["connections"]}):
-        ids = {c["id"] for c in analysis["connections"] if c["protocol"] == protocol}
-        part = {
-            "connections": [c for c in analysis["connections"] if c["id"] in ids],
-            "messages": [m for m in analysis["messages"] if m["connection"] in ids],
-        }
-        shares[protocol] = layer_shares(part)
-    return shares
 
 
 def capture_findings(analysis: dict[str, Any]) -> list[str]:
@@ -586,10 +571,9 @@ def capture_findings(analysis: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _capture_chart(analysis: dict[str, Any]) -> Rendered | None:
+def _capture_chart(shares: Mapping[str, Mapping[str, float]]) -> Rendered | None:
     from analyzer.compare.charts import SHARE_LAYERS, SHARE_NAMES, ChartData, Series
 
-    shares = protocol_shares(analysis)
     if not shares:
         return None
     names = tuple(PROTOCOL_NAMES.get(p, p) for p in shares)
@@ -614,11 +598,15 @@ def _capture_chart(analysis: dict[str, Any]) -> Rendered | None:
 
 
 def render_capture_html(analysis_json: dict[str, Any]) -> str:
-    """The report of any capture (``wireprobe analyze --format html``) from its analysis JSON."""
-    captures = ", ".join(str(c.get("path", "")) for c in analysis_json.get("captures", []))
-    summary = [_summary_row(p, s) for p, s in sorted(analysis_json.get("summary", {}).items())]
-    top = sorted(analysis_json["connections"], key=lambda c: -c["wire_bytes"])[:TOP_CONNECTIONS]
-    chart = _capture_chart(analysis_json)
+    """The report of any capture from its whole analysis JSON (``render_capture_page`` is what
+    ``wireprobe analyze --format html`` uses: it never holds the JSON)."""
+    tally = PageTally()
+    by_id = {}
+    for record in analysis_json["connections"]:
+        tally.add(record)
+        by_id[record["id"]] = record["protocol"]
+    for message in analysis_json["messages"]:
+        tally.add_message(by_id.get(message["connection"], "unknown"), message)
     # The analysis's own list (analyzer/report/findings.py), so HTML and the other formats agree.
     listed = analysis_json.get("findings")
     findings = (
@@ -626,11 +614,22 @@ def render_capture_html(analysis_json: dict[str, Any]) -> str:
         if listed is not None
         else capture_findings(analysis_json)
     )
+    return render_capture_page(
+        tally.page(analysis_json, analysis_json.get("summary", {}), findings)
+    )
+
+
+def render_capture_page(capture: CapturePage) -> str:
+    """The report of any capture (``wireprobe analyze --format html``)."""
+    captures = ", ".join(capture.captures)
+    summary = [_summary_row(p, s) for p, s in sorted(capture.summary.items())]
+    chart = _capture_chart(capture.shares)
+    findings = capture.findings
     body = (
         f"<h1>wireprobe: {_e(captures or 'capture')}</h1>"
-        f"<p>{_e(_num(analysis_json.get('packets')))} packets, "
-        f"{len(analysis_json['connections'])} connections, "
-        f"{len(analysis_json['messages'])} messages.</p>"
+        f"<p>{_e(_num(capture.packets))} packets, "
+        f"{capture.connections} connections, "
+        f"{capture.messages} messages.</p>"
         f"<h2>Summary</h2>{html_table(SUMMARY_COLUMNS, summary)}"
         + (chart_html(chart, "Share of the wire bytes by layer, per protocol.") if chart else "")
         + "<h2>Findings</h2>"
@@ -640,6 +639,6 @@ def render_capture_html(analysis_json: dict[str, Any]) -> str:
             else "<p>Nothing to act on.</p>"
         )
         + "<h2>Costliest connections</h2>"
-        + html_table(CONNECTION_COLUMNS, [_connection_row(c) for c in top], 3)
+        + html_table(CONNECTION_COLUMNS, [_connection_row(c) for c in capture.top], 3)
     )
     return page("wireprobe analysis", body)

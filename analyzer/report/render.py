@@ -1,8 +1,9 @@
-"""Render an analysis as a table, JSON, CSV or Markdown.  Pure: returns text, never prints.
+"""Render an analysis as a table, JSON, CSV, Markdown or HTML.  Pure: returns text, never prints.
 
 Records stream in through ``Collector.add`` while the capture is read; JSON spools them to a
-temporary file so memory stays flat however long the capture, and the table keeps only the
-summary, the costliest connections and the counts behind the findings.
+temporary file so memory stays flat however long the capture, the table keeps only the
+summary, the costliest connections and the counts behind the findings, and HTML only what its
+page shows (analyzer/report/page.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from analyzer.report.findings import (
     health,
     health_lines,
 )
+from analyzer.report.page import CapturePage, PageTally
 
 FORMATS = ("table", "json", "csv", "markdown")
 #: Connections listed under "costliest connections" in the table and Markdown reports.
@@ -104,6 +106,8 @@ class Collector:
         self._findings: list[Finding] | None = None
         self._conns: IO[str] | None = None
         self._msgs: IO[str] | None = None
+        #: what the HTML page shows, folded as records arrive (``--format html``)
+        self._page = PageTally() if fmt == "html" else None
         if fmt in ("json", "csv"):
             # Spools live until render() closes them: records stream in between.
             self._conns = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
@@ -113,6 +117,12 @@ class Collector:
     def add(self, record: Record, messages: Iterator[Record]) -> None:
         self._seen += 1
         self.tally.add(record)
+        if self._page is not None:
+            self._page.add(record)
+            for message in messages:
+                self.tally.add_message(message)
+                self._page.add_message(record["protocol"], message)
+            return
         if self._conns is not None:
             self._conns.write(json.dumps(record, sort_keys=False) + "\n")
         if self._msgs is not None:
@@ -140,6 +150,12 @@ class Collector:
             )
         return self._findings
 
+    def page(self, analysis: Analysis) -> CapturePage:
+        """What the HTML report shows (``--format html`` only)."""
+        assert self._page is not None
+        found = [f"{f.severity}: {f.message}" for f in self.findings(analysis)]
+        return self._page.page(analysis.header(), analysis.summary, found)
+
     def health(self, analysis: Analysis) -> Health:
         return health(analysis, self.tally, decoded=not self.transport_only)
 
@@ -150,6 +166,11 @@ class Collector:
             self._render_json(analysis, out)
         elif self.fmt == "csv":
             self._render_csv(analysis, out)
+        elif self.fmt == "html":
+            # Imported here: the page's chart needs matplotlib, which no other format pays for.
+            from analyzer.compare.render import render_capture_page
+
+            out.write(render_capture_page(self.page(analysis)))
         else:
             view = ReportView(
                 analysis=analysis,
