@@ -1,7 +1,8 @@
 """AMQP RPC calls assembled across connections by correlation id: what one call costs, end to end.
 
 An AMQP RPC (the pattern of RabbitMQ's tutorial 6; tests/test_rpc_live.py runs it with pika,
-with a reply queue and with direct reply-to) is four legs on at least two connections, each leg one message of the analysis:
+with a reply queue and with direct reply-to) is four legs on at least two connections, each leg
+one message of the analysis:
 
 1. ``call``: the caller publishes the request, naming ``reply_to`` and a ``correlation_id``;
 2. ``request_delivery``: the broker delivers it to a worker (the properties travel with it, so
