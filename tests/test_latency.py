@@ -150,3 +150,48 @@ def test_latency_never_changes_a_count(tmp_path: Path) -> None:
             )
         else:
             assert stretched["summary"]["http2"][key] == value, key
+
+
+def _cli(args: list[str]) -> str:
+    from typer.testing import CliRunner
+
+    from analyzer.cli import app
+
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_the_table_and_markdown_show_the_summarys_latency() -> None:
+    capture = str(Path(__file__).resolve().parent.parent / "captures" / "gen-http1-keepalive.pcap")
+    summary = analyze_json([capture])["summary"]["http1"]
+    p50 = f"{summary['latency']['p50'] * 1000:,.3f}"
+    rtt = f"{summary['tcp_handshake_rtt']['p50'] * 1000:,.3f}"
+    for fmt in ("table", "markdown"):
+        out = _cli(["analyze", capture, "-f", fmt])
+        section = out[out.index("Latency, by protocol") :]
+        row = next(line for line in section.splitlines() if "HTTP/1.1" in line)
+        cells = [c.strip() for c in row.strip("|│ ").replace("│", "|").split("|")]
+        assert cells[1] == str(summary["latency"]["count"])
+        assert cells[2] == p50 and cells[-1] == rtt, cells
+
+
+def test_the_csv_carries_each_connections_timing() -> None:
+    import csv
+    import io
+
+    capture = str(
+        Path(__file__).resolve().parent.parent / "captures" / "gen-http1-tls13-new-conn.pcap"
+    )
+    records = {c["id"]: c for c in analyze_json([capture])["connections"]}
+    rows = list(csv.DictReader(io.StringIO(_cli(["analyze", capture, "-f", "csv"]))))
+    assert len(rows) == len(records)
+    for row in rows:
+        record = records[row["id"]]
+        assert float(row["handshake_rtt_s"]) == pytest.approx(record["handshake_rtt_s"], abs=1e-6)
+        assert int(row["latency_count"]) == record["latency"]["count"]
+        if record["latency"]["count"]:
+            assert float(row["latency_p50_s"]) == pytest.approx(record["latency"]["p50"], abs=1e-6)
+            assert float(row["latency_max_s"]) == pytest.approx(record["latency"]["max"], abs=1e-6)
+        else:
+            assert row["latency_p50_s"] == ""

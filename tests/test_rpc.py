@@ -237,7 +237,8 @@ def four_legs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         generate(Scenario(protocol=protocol, messages=6, **fields)).write(raw)
         capture = pcaptools.read(raw)
         moved = [
-            pcaptools.Record(r.ts_ns + k * 1_000_000_000, r.data, r.orig_len) for r in capture.records
+            pcaptools.Record(r.ts_ns + k * 1_000_000_000, r.data, r.orig_len)
+            for r in capture.records
         ]
         paths.append(capture.with_records(moved).write(folder / f"leg{k}.pcap"))
     return paths
@@ -272,3 +273,15 @@ def test_legs_out_of_time_order_do_not_make_a_call(four_legs: list[Path]) -> Non
     out = pairs.as_dict()
     assert out is not None
     assert (out["answered"], out["complete"]) == (1, 0)
+
+
+def test_the_table_shows_the_rpc_calls_latency(four_legs: list[Path]) -> None:
+    from typer.testing import CliRunner
+
+    from analyzer.cli import app
+
+    rpc = analyze_json(four_legs)["summary"]["amqp"]["rpc"]
+    result = CliRunner().invoke(app, ["analyze", *map(str, four_legs)])
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.stdout.splitlines() if "RPC call" in line)
+    assert f"{rpc['latency']['p50'] * 1000:,.3f}" in row

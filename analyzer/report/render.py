@@ -34,6 +34,7 @@ from analyzer.report.findings import (
     health_lines,
 )
 from analyzer.report.page import CapturePage, PageTally
+from analyzer.report.timing import LATENCY_HEADERS, LATENCY_LEGEND, LATENCY_TITLE, latency_rows
 
 FORMATS = ("table", "json", "csv", "markdown")
 #: Connections listed under "costliest connections" in the table and Markdown reports.
@@ -80,6 +81,13 @@ CSV_COLUMNS = (
     "source",
     # Added after the first release: last, so positional readers of the columns above still work.
     "community_id",
+    # Timing (issue 17), in seconds: the TCP handshake's SYN to ACK, the answered messages'
+    # first byte to answer's first byte; empty when not measured.
+    "handshake_rtt_s",
+    "latency_count",
+    "latency_p50_s",
+    "latency_p99_s",
+    "latency_max_s",
 )
 
 
@@ -268,6 +276,18 @@ def _csv_row(record: Record, source: str) -> list[object]:
         "" if not tls else int(tls["decrypted"]),
         source,
         record["community_id"],
+        *_csv_timing(record),
+    ]
+
+
+def _csv_timing(record: Record) -> list[object]:
+    rtt = record.get("handshake_rtt_s")
+    latency = record.get("latency") or {}
+    figures = [latency.get(key) for key in ("p50", "p99", "max")]
+    return [
+        "" if rtt is None else f"{rtt:.6f}",
+        latency.get("count") or 0,
+        *("" if value is None else f"{value:.6f}" for value in figures),
     ]
 
 
@@ -477,6 +497,12 @@ def _sections(view: ReportView) -> list[tuple[str, tuple[str, ...], list[list[st
             summary_headers,
             _summary_rows(view.analysis),
             SUMMARY_LEGEND,
+        ),
+        (
+            LATENCY_TITLE,
+            LATENCY_HEADERS,
+            latency_rows(view.analysis.summary, PROTOCOL_NAMES),
+            LATENCY_LEGEND,
         ),
         (_top_title(view), CONNECTION_HEADERS, _connection_rows(view.top), CONNECTION_LEGEND),
     ]
