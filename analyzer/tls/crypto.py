@@ -29,12 +29,14 @@ NULL-cipher suites.  TLS 1.3 drafts 18-28 (versions 0x7f12-0x7f1c) are accepted 
 ``tls13_decryptor(..., version=...)``: the "TLS 1.3, " label prefix before draft 20 and the empty
 additional data before draft 25.  Not covered: SSL 3.0 (its own MAC and key derivation), 3DES,
 RC4, Camellia, ARIA, and compression.
+
+The suite table lives in ``analyzer.tls.suites`` and the key schedule (PRF, HKDF) in
+``analyzer.tls.keys``; their names are importable from here too, as before the split.
 """
 
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
@@ -42,342 +44,98 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM, ChaCha20Poly1305
 
 from analyzer.errors import DecodeError
+from analyzer.tls.keys import (
+    DRAFT_BASE,
+    DRAFT_HEADER_AAD,
+    DRAFT_TLS13_PREFIX,
+    FIRST_DRAFT,
+    LAST_DRAFT,
+    MASTER_SECRET_BYTES,
+    RANDOM_BYTES,
+    TLS1_0,
+    TLS1_1,
+    TLS1_2,
+    TLS1_3,
+    draft_number,
+    hkdf_expand,
+    hkdf_expand_label,
+    hmac_digest,
+    p_hash,
+    prf,
+    tls12_key_block,
+    tls13_next_secret,
+    tls13_traffic_keys,
+    xor_bytes,
+)
+from analyzer.tls.suites import (
+    AEAD_NONCE_BYTES,
+    AEAD_TAG_BYTES,
+    AES_BLOCK_BYTES,
+    CIPHER_BY_NAME,
+    CIPHER_SUITES,
+    HASH_BYTES,
+    MAC_BY_SUFFIX,
+    SUITE_NAMES,
+    UNSUPPORTED,
+    SuiteInfo,
+    explicit_iv_bytes,
+    fixed_expansion_bytes,
+    implicit_iv_bytes,
+    lookup_suite,
+    suite_from_name,
+)
+
+__all__ = [
+    "AEAD_NONCE_BYTES",
+    "AEAD_TAG_BYTES",
+    "AES_BLOCK_BYTES",
+    "CIPHER_BY_NAME",
+    "CIPHER_SUITES",
+    "DECRYPT_FAILED",
+    "DRAFT_BASE",
+    "DRAFT_HEADER_AAD",
+    "DRAFT_TLS13_PREFIX",
+    "EXPLICIT_NONCE_BYTES",
+    "FIRST_DRAFT",
+    "HASH_BYTES",
+    "LAST_DRAFT",
+    "MAC_BY_SUFFIX",
+    "MASTER_SECRET_BYTES",
+    "RANDOM_BYTES",
+    "SUITE_NAMES",
+    "TLS1_0",
+    "TLS1_1",
+    "TLS1_2",
+    "TLS1_3",
+    "UNSUPPORTED",
+    "Aead12Decryptor",
+    "CbcDecryptor",
+    "NullDecryptor",
+    "RecordDecryptor",
+    "SuiteInfo",
+    "Tls13Decryptor",
+    "draft_number",
+    "explicit_iv_bytes",
+    "fixed_expansion_bytes",
+    "hkdf_expand",
+    "hkdf_expand_label",
+    "hmac_digest",
+    "implicit_iv_bytes",
+    "lookup_suite",
+    "p_hash",
+    "prf",
+    "suite_from_name",
+    "tls12_decryptor",
+    "tls12_decryptors",
+    "tls13_decryptor",
+    "tls13_next_secret",
+    "xor_bytes",
+]
 
 #: Anomaly named by every decryption failure.
 DECRYPT_FAILED: Final = "tls.decrypt_failed"
-#: Anomaly named when a factory is given a suite or version this module cannot decrypt.
-UNSUPPORTED: Final = "tls.unsupported_cipher"
-
-TLS1_0, TLS1_1, TLS1_2, TLS1_3 = 0x0301, 0x0302, 0x0303, 0x0304
-#: TLS 1.3 drafts put 0x7f00 + draft number in supported_versions (RFC 8446 draft history).
-DRAFT_BASE = 0x7F00
-#: The oldest draft whose record protection matches this module (draft-18 shipped in browsers).
-FIRST_DRAFT, LAST_DRAFT = 18, 28
-#: draft-20 changed the HKDF label prefix from "TLS 1.3, " to "tls13 ".
-DRAFT_TLS13_PREFIX = 20
-#: draft-25 made the record header the AEAD additional data (it was empty before).
-DRAFT_HEADER_AAD = 25
-
-#: AES block length, also the explicit CBC IV of TLS >= 1.1 (RFC 5246 6.2.3.2).
-AES_BLOCK_BYTES = 16
-#: The 48-byte master secret of TLS <= 1.2 (RFC 5246 8.1).
-MASTER_SECRET_BYTES = 48
-#: ClientHello and ServerHello randoms (RFC 5246 7.4.1.2).
-RANDOM_BYTES = 32
-#: Per-record nonce of the AEAD ciphers (RFC 8446 5.3, RFC 7905 2, RFC 5288 3).
-AEAD_NONCE_BYTES = 12
 #: The explicit part of the TLS 1.2 GCM/CCM nonce carried at the start of each record (RFC 5288 3).
 EXPLICIT_NONCE_BYTES = 8
-#: Authentication tag of GCM, ChaCha20-Poly1305 and CCM; CCM_8 suites use 8 (RFC 6655 3).
-AEAD_TAG_BYTES = 16
-
-#: Output length of each HMAC hash (RFC 2104 with the FIPS 180-4 / RFC 1321 digests).
-HASH_BYTES: dict[str, int] = {"md5": 16, "sha1": 20, "sha256": 32, "sha384": 48}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SuiteInfo:
-    """One cipher suite's record protection (one row of ``CIPHER_SUITES``)."""
-
-    #: IANA code point
-    code: int
-    #: IANA name, e.g. "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
-    name: str
-    #: a TLS 1.3 suite (key and IV from HKDF-Expand-Label, inner content type)
-    tls13: bool
-    #: "aes-gcm" | "aes-ccm" | "chacha20-poly1305" | "aes-cbc" | "null"
-    cipher: str
-    #: encryption key bytes (0 for NULL)
-    key_len: int
-    #: implicit IV bytes from the key block: 4-byte GCM/CCM salt in 1.2, 12 for ChaCha20 and
-    #: TLS 1.3, 16 for CBC (used as the first IV only by TLS 1.0), 0 for NULL
-    fixed_iv_len: int
-    #: explicit nonce/IV bytes at the start of each record: 8 for GCM/CCM in 1.2, 16 for CBC in
-    #: TLS >= 1.1 (0 in TLS 1.0, see ``fixed_expansion_bytes``), 0 otherwise
-    record_iv_len: int
-    #: HMAC hash for CBC and NULL suites ("md5" | "sha1" | "sha256" | "sha384"), None for AEAD
-    mac: str | None
-    #: HMAC output bytes appended to each record (0 for AEAD)
-    mac_len: int
-    #: AEAD tag bytes appended to each record (0 for CBC and NULL)
-    tag_len: int
-    #: hash of the TLS 1.2 PRF / TLS 1.3 HKDF: "sha256" | "sha384"
-    prf_hash: str
-
-
-def fixed_expansion_bytes(info: SuiteInfo, version: int) -> int:
-    """Bytes every protected record adds to its plaintext, known without keys.
-
-    AEAD in 1.2: explicit nonce + tag; TLS 1.3: tag + the inner content-type byte (padding is
-    unknowable); CBC: explicit IV (TLS >= 1.1) + MAC + the padding-length byte (further padding
-    is unknowable, so this is a lower bound); NULL: the MAC.
-    """
-    if info.tls13:
-        return info.tag_len + 1
-    if info.cipher == "aes-cbc":
-        explicit_iv = info.record_iv_len if version >= TLS1_1 else 0
-        return explicit_iv + info.mac_len + 1
-    return info.record_iv_len + info.tag_len + info.mac_len
-
-
-# IANA names of the suites decrypted (https://www.iana.org/assignments/tls-parameters).  Every
-# record-protection parameter follows from the name (see ``suite_from_name``), so the table
-# cannot disagree with itself.
-SUITE_NAMES: dict[int, str] = {
-    # TLS 1.3, RFC 8446 B.4
-    0x1301: "TLS_AES_128_GCM_SHA256",
-    0x1302: "TLS_AES_256_GCM_SHA384",
-    0x1303: "TLS_CHACHA20_POLY1305_SHA256",
-    0x1304: "TLS_AES_128_CCM_SHA256",
-    0x1305: "TLS_AES_128_CCM_8_SHA256",
-    # NULL ciphers (RFC 5246 A.5, RFC 4785, RFC 4492, RFC 5487)
-    0x0001: "TLS_RSA_WITH_NULL_MD5",
-    0x0002: "TLS_RSA_WITH_NULL_SHA",
-    0x003B: "TLS_RSA_WITH_NULL_SHA256",
-    0x002C: "TLS_PSK_WITH_NULL_SHA",
-    0x00B0: "TLS_PSK_WITH_NULL_SHA256",
-    0xC006: "TLS_ECDHE_ECDSA_WITH_NULL_SHA",
-    0xC010: "TLS_ECDHE_RSA_WITH_NULL_SHA",
-    # AES-CBC (RFC 5246 A.5, RFC 4492, RFC 5289, RFC 4279, RFC 5487, RFC 5489)
-    0x002F: "TLS_RSA_WITH_AES_128_CBC_SHA",
-    0x0035: "TLS_RSA_WITH_AES_256_CBC_SHA",
-    0x0032: "TLS_DHE_DSS_WITH_AES_128_CBC_SHA",
-    0x0038: "TLS_DHE_DSS_WITH_AES_256_CBC_SHA",
-    0x0033: "TLS_DHE_RSA_WITH_AES_128_CBC_SHA",
-    0x0039: "TLS_DHE_RSA_WITH_AES_256_CBC_SHA",
-    0x0034: "TLS_DH_anon_WITH_AES_128_CBC_SHA",
-    0x003A: "TLS_DH_anon_WITH_AES_256_CBC_SHA",
-    0x003C: "TLS_RSA_WITH_AES_128_CBC_SHA256",
-    0x003D: "TLS_RSA_WITH_AES_256_CBC_SHA256",
-    0x0040: "TLS_DHE_DSS_WITH_AES_128_CBC_SHA256",
-    0x006A: "TLS_DHE_DSS_WITH_AES_256_CBC_SHA256",
-    0x0067: "TLS_DHE_RSA_WITH_AES_128_CBC_SHA256",
-    0x006B: "TLS_DHE_RSA_WITH_AES_256_CBC_SHA256",
-    0x006C: "TLS_DH_anon_WITH_AES_128_CBC_SHA256",
-    0x006D: "TLS_DH_anon_WITH_AES_256_CBC_SHA256",
-    0x008C: "TLS_PSK_WITH_AES_128_CBC_SHA",
-    0x008D: "TLS_PSK_WITH_AES_256_CBC_SHA",
-    0x0090: "TLS_DHE_PSK_WITH_AES_128_CBC_SHA",
-    0x0091: "TLS_DHE_PSK_WITH_AES_256_CBC_SHA",
-    0x0094: "TLS_RSA_PSK_WITH_AES_128_CBC_SHA",
-    0x0095: "TLS_RSA_PSK_WITH_AES_256_CBC_SHA",
-    0x00AE: "TLS_PSK_WITH_AES_128_CBC_SHA256",
-    0x00AF: "TLS_PSK_WITH_AES_256_CBC_SHA384",
-    0x00B2: "TLS_DHE_PSK_WITH_AES_128_CBC_SHA256",
-    0x00B3: "TLS_DHE_PSK_WITH_AES_256_CBC_SHA384",
-    0x00B6: "TLS_RSA_PSK_WITH_AES_128_CBC_SHA256",
-    0x00B7: "TLS_RSA_PSK_WITH_AES_256_CBC_SHA384",
-    0xC004: "TLS_ECDH_ECDSA_WITH_AES_128_CBC_SHA",
-    0xC005: "TLS_ECDH_ECDSA_WITH_AES_256_CBC_SHA",
-    0xC009: "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
-    0xC00A: "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
-    0xC00E: "TLS_ECDH_RSA_WITH_AES_128_CBC_SHA",
-    0xC00F: "TLS_ECDH_RSA_WITH_AES_256_CBC_SHA",
-    0xC013: "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
-    0xC014: "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
-    0xC018: "TLS_ECDH_anon_WITH_AES_128_CBC_SHA",
-    0xC019: "TLS_ECDH_anon_WITH_AES_256_CBC_SHA",
-    0xC023: "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256",
-    0xC024: "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA384",
-    0xC025: "TLS_ECDH_ECDSA_WITH_AES_128_CBC_SHA256",
-    0xC026: "TLS_ECDH_ECDSA_WITH_AES_256_CBC_SHA384",
-    0xC027: "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256",
-    0xC028: "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384",
-    0xC029: "TLS_ECDH_RSA_WITH_AES_128_CBC_SHA256",
-    0xC02A: "TLS_ECDH_RSA_WITH_AES_256_CBC_SHA384",
-    0xC035: "TLS_ECDHE_PSK_WITH_AES_128_CBC_SHA",
-    0xC036: "TLS_ECDHE_PSK_WITH_AES_256_CBC_SHA",
-    0xC037: "TLS_ECDHE_PSK_WITH_AES_128_CBC_SHA256",
-    0xC038: "TLS_ECDHE_PSK_WITH_AES_256_CBC_SHA384",
-    # AES-GCM (RFC 5288, RFC 5289, RFC 5487, RFC 8442)
-    0x009C: "TLS_RSA_WITH_AES_128_GCM_SHA256",
-    0x009D: "TLS_RSA_WITH_AES_256_GCM_SHA384",
-    0x009E: "TLS_DHE_RSA_WITH_AES_128_GCM_SHA256",
-    0x009F: "TLS_DHE_RSA_WITH_AES_256_GCM_SHA384",
-    0x00A2: "TLS_DHE_DSS_WITH_AES_128_GCM_SHA256",
-    0x00A3: "TLS_DHE_DSS_WITH_AES_256_GCM_SHA384",
-    0x00A6: "TLS_DH_anon_WITH_AES_128_GCM_SHA256",
-    0x00A7: "TLS_DH_anon_WITH_AES_256_GCM_SHA384",
-    0x00A8: "TLS_PSK_WITH_AES_128_GCM_SHA256",
-    0x00A9: "TLS_PSK_WITH_AES_256_GCM_SHA384",
-    0x00AA: "TLS_DHE_PSK_WITH_AES_128_GCM_SHA256",
-    0x00AB: "TLS_DHE_PSK_WITH_AES_256_GCM_SHA384",
-    0x00AC: "TLS_RSA_PSK_WITH_AES_128_GCM_SHA256",
-    0x00AD: "TLS_RSA_PSK_WITH_AES_256_GCM_SHA384",
-    0xC02B: "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-    0xC02C: "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-    0xC02D: "TLS_ECDH_ECDSA_WITH_AES_128_GCM_SHA256",
-    0xC02E: "TLS_ECDH_ECDSA_WITH_AES_256_GCM_SHA384",
-    0xC02F: "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-    0xC030: "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-    0xC031: "TLS_ECDH_RSA_WITH_AES_128_GCM_SHA256",
-    0xC032: "TLS_ECDH_RSA_WITH_AES_256_GCM_SHA384",
-    0xD001: "TLS_ECDHE_PSK_WITH_AES_128_GCM_SHA256",
-    0xD002: "TLS_ECDHE_PSK_WITH_AES_256_GCM_SHA384",
-    # AES-CCM (RFC 6655, RFC 7251, RFC 8442)
-    0xC09C: "TLS_RSA_WITH_AES_128_CCM",
-    0xC09D: "TLS_RSA_WITH_AES_256_CCM",
-    0xC09E: "TLS_DHE_RSA_WITH_AES_128_CCM",
-    0xC09F: "TLS_DHE_RSA_WITH_AES_256_CCM",
-    0xC0A0: "TLS_RSA_WITH_AES_128_CCM_8",
-    0xC0A1: "TLS_RSA_WITH_AES_256_CCM_8",
-    0xC0A2: "TLS_DHE_RSA_WITH_AES_128_CCM_8",
-    0xC0A3: "TLS_DHE_RSA_WITH_AES_256_CCM_8",
-    0xC0A4: "TLS_PSK_WITH_AES_128_CCM",
-    0xC0A5: "TLS_PSK_WITH_AES_256_CCM",
-    0xC0A6: "TLS_DHE_PSK_WITH_AES_128_CCM",
-    0xC0A7: "TLS_DHE_PSK_WITH_AES_256_CCM",
-    0xC0A8: "TLS_PSK_WITH_AES_128_CCM_8",
-    0xC0A9: "TLS_PSK_WITH_AES_256_CCM_8",
-    0xC0AA: "TLS_PSK_DHE_WITH_AES_128_CCM_8",
-    0xC0AB: "TLS_PSK_DHE_WITH_AES_256_CCM_8",
-    0xC0AC: "TLS_ECDHE_ECDSA_WITH_AES_128_CCM",
-    0xC0AD: "TLS_ECDHE_ECDSA_WITH_AES_256_CCM",
-    0xC0AE: "TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8",
-    0xC0AF: "TLS_ECDHE_ECDSA_WITH_AES_256_CCM_8",
-    0xD003: "TLS_ECDHE_PSK_WITH_AES_128_CCM_8_SHA256",
-    0xD005: "TLS_ECDHE_PSK_WITH_AES_128_CCM_SHA256",
-    # ChaCha20-Poly1305 (RFC 7905)
-    0xCCA8: "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-    0xCCA9: "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
-    0xCCAA: "TLS_DHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-    0xCCAB: "TLS_PSK_WITH_CHACHA20_POLY1305_SHA256",
-    0xCCAC: "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256",
-    0xCCAD: "TLS_DHE_PSK_WITH_CHACHA20_POLY1305_SHA256",
-    0xCCAE: "TLS_RSA_PSK_WITH_CHACHA20_POLY1305_SHA256",
-}
-
-#: Name fragment -> (cipher, key bytes).  Checked in order: the first match wins.
-CIPHER_BY_NAME: tuple[tuple[str, str, int], ...] = (
-    ("_CHACHA20_POLY1305", "chacha20-poly1305", 32),
-    ("_AES_128_GCM", "aes-gcm", 16),
-    ("_AES_256_GCM", "aes-gcm", 32),
-    ("_AES_128_CCM", "aes-ccm", 16),
-    ("_AES_256_CCM", "aes-ccm", 32),
-    ("_AES_128_CBC", "aes-cbc", 16),
-    ("_AES_256_CBC", "aes-cbc", 32),
-    ("_WITH_NULL", "null", 0),
-)
-
-#: Last name component -> HMAC hash of CBC/NULL suites (RFC 5246 A.5: "SHA" means SHA-1).
-MAC_BY_SUFFIX: dict[str, str] = {
-    "MD5": "md5",
-    "SHA": "sha1",
-    "SHA256": "sha256",
-    "SHA384": "sha384",
-}
-
-
-def suite_from_name(code: int, name: str) -> SuiteInfo:
-    """The record-protection row of a suite, read from its IANA name."""
-    cipher, key_len = next((c, k) for part, c, k in CIPHER_BY_NAME if part in name)
-    suffix = name.rsplit("_", 1)[1]
-    tls13 = "_WITH_" not in name
-    aead = cipher not in ("aes-cbc", "null")
-    mac = None if aead else MAC_BY_SUFFIX[suffix]
-    return SuiteInfo(
-        code=code,
-        name=name,
-        tls13=tls13,
-        cipher=cipher,
-        key_len=key_len,
-        fixed_iv_len=implicit_iv_bytes(cipher, tls13),
-        record_iv_len=explicit_iv_bytes(cipher, tls13),
-        mac=mac,
-        mac_len=HASH_BYTES[mac] if mac else 0,
-        tag_len=(8 if "_CCM_8" in name else AEAD_TAG_BYTES) if aead else 0,
-        # RFC 5246 5: the PRF hash is SHA-256 unless the suite names SHA-384 (RFC 5289 3.2).
-        prf_hash="sha384" if suffix == "SHA384" else "sha256",
-    )
-
-
-def implicit_iv_bytes(cipher: str, tls13: bool) -> int:
-    """IV bytes taken from the key block (RFC 5246 6.3) or HKDF (RFC 8446 7.3)."""
-    if tls13 or cipher == "chacha20-poly1305":
-        return AEAD_NONCE_BYTES
-    return {"aes-gcm": 4, "aes-ccm": 4, "aes-cbc": AES_BLOCK_BYTES, "null": 0}[cipher]
-
-
-def explicit_iv_bytes(cipher: str, tls13: bool) -> int:
-    """Nonce/IV bytes carried in each record (RFC 5288 3, RFC 6655 3, RFC 5246 6.2.3.2)."""
-    if tls13:
-        return 0
-    return {"aes-gcm": 8, "aes-ccm": 8, "aes-cbc": AES_BLOCK_BYTES}.get(cipher, 0)
-
-
-#: Every suite this module can decrypt, by code point.
-CIPHER_SUITES: dict[int, SuiteInfo] = {
-    code: suite_from_name(code, name) for code, name in SUITE_NAMES.items()
-}
-
-
-# --- key derivation -------------------------------------------------------------------------
-
-
-def hmac_digest(hash_name: str, key: bytes, data: bytes) -> bytes:
-    """HMAC (RFC 2104) with a hashlib hash name."""
-    return hmac.new(key, data, hash_name).digest()
-
-
-def p_hash(hash_name: str, secret: bytes, seed: bytes, length: int) -> bytes:
-    """P_hash of RFC 5246 5: HMAC(secret, A(i) + seed) with A(i) = HMAC(secret, A(i-1))."""
-    out = b""
-    a = seed
-    while len(out) < length:
-        a = hmac_digest(hash_name, secret, a)
-        out += hmac_digest(hash_name, secret, a + seed)
-    return out[:length]
-
-
-def prf(
-    version: int, prf_hash: str, secret: bytes, label: bytes, seed: bytes, length: int
-) -> bytes:
-    """The TLS PRF: RFC 5246 5 for TLS 1.2, RFC 2246 5 (P_MD5 XOR P_SHA-1) for TLS 1.0/1.1."""
-    if version >= TLS1_2:
-        return p_hash(prf_hash, secret, label + seed, length)
-    # RFC 2246 5: the secret is cut in two halves that share a byte when its length is odd.
-    half = (len(secret) + 1) // 2
-    md5 = p_hash("md5", secret[:half], label + seed, length)
-    sha1 = p_hash("sha1", secret[len(secret) - half :], label + seed, length)
-    return xor_bytes(md5, sha1)
-
-
-def hkdf_expand(hash_name: str, prk: bytes, info: bytes, length: int) -> bytes:
-    """HKDF-Expand of RFC 5869 2.3."""
-    out = b""
-    block = b""
-    counter = 1
-    while len(out) < length:
-        block = hmac_digest(hash_name, prk, block + info + bytes([counter]))
-        out += block
-        counter += 1
-    return out[:length]
-
-
-def hkdf_expand_label(
-    hash_name: str,
-    secret: bytes,
-    label: bytes,
-    context: bytes,
-    length: int,
-    *,
-    prefix: bytes = b"tls13 ",
-) -> bytes:
-    """HKDF-Expand-Label of RFC 8446 7.1 (``prefix`` is "TLS 1.3, " in drafts before 20)."""
-    full_label = prefix + label
-    hkdf_label = (
-        length.to_bytes(2, "big")
-        + bytes([len(full_label)])
-        + full_label
-        + bytes([len(context)])
-        + context
-    )
-    return hkdf_expand(hash_name, secret, hkdf_label, length)
-
-
-def xor_bytes(left: bytes, right: bytes) -> bytes:
-    """Bytewise XOR of two equal-length strings."""
-    return (int.from_bytes(left, "big") ^ int.from_bytes(right, "big")).to_bytes(len(left), "big")
 
 
 def seq_bytes(seq: int) -> bytes:
@@ -603,17 +361,6 @@ def strip_padding(padded: bytes) -> bytes:
     return padded[: -pad - 1]
 
 
-# --- factories ------------------------------------------------------------------------------
-
-
-def lookup_suite(suite: int, *, tls13: bool) -> SuiteInfo:
-    """The table row of ``suite`` for the TLS generation asked, or ``tls.unsupported_cipher``."""
-    info = CIPHER_SUITES.get(suite)
-    if info is None or info.tls13 != tls13:
-        raise DecodeError(UNSUPPORTED, f"cipher suite 0x{suite:04x}")
-    return info
-
-
 def tls12_decryptors(
     version: int,
     suite: int,
@@ -637,29 +384,9 @@ def tls12_decryptors(
         raise DecodeError(UNSUPPORTED, "master secret or client random of the wrong length")
     if len(server_random) != RANDOM_BYTES:
         raise DecodeError(UNSUPPORTED, "server random of the wrong length")
-    # RFC 5246 6.3: key_block = PRF(master_secret, "key expansion", server_random + client_random)
-    # cut into client/server MAC keys, client/server keys, client/server IVs.
-    sizes = (
-        info.mac_len,
-        info.mac_len,
-        info.key_len,
-        info.key_len,
-        info.fixed_iv_len,
-        info.fixed_iv_len,
+    client_mac, server_mac, client_key, server_key, client_iv, server_iv = tls12_key_block(
+        version, info, master_secret, client_random, server_random
     )
-    block = prf(
-        version,
-        info.prf_hash,
-        master_secret,
-        b"key expansion",
-        server_random + client_random,
-        sum(sizes),
-    )
-    parts: list[bytes] = []
-    for size in sizes:
-        parts.append(block[:size])
-        block = block[size:]
-    client_mac, server_mac, client_key, server_key, client_iv, server_iv = parts
     etm = encrypt_then_mac and info.cipher == "aes-cbc"
     return (
         tls12_decryptor(info, version, client_mac, client_key, client_iv, etm=etm),
@@ -678,15 +405,6 @@ def tls12_decryptor(
     return Aead12Decryptor(info, key, iv)
 
 
-def draft_number(version: int) -> int | None:
-    """The draft number of a TLS 1.3 draft version (0x7f14 -> 20), None for RFC 8446."""
-    if version == TLS1_3:
-        return None
-    if DRAFT_BASE + FIRST_DRAFT <= version <= DRAFT_BASE + LAST_DRAFT:
-        return version - DRAFT_BASE
-    raise DecodeError(UNSUPPORTED, f"version 0x{version:04x}")
-
-
 def tls13_decryptor(suite: int, traffic_secret: bytes, *, version: int = TLS1_3) -> RecordDecryptor:
     """Decryptor for records protected with one TLS 1.3 traffic secret (RFC 8446 7.3).
 
@@ -694,20 +412,5 @@ def tls13_decryptor(suite: int, traffic_secret: bytes, *, version: int = TLS1_3)
     0x7f12-0x7f1c whose label prefix and additional data differ (see the module docstring).
     """
     info = lookup_suite(suite, tls13=True)
-    draft = draft_number(version)
-    if len(traffic_secret) != HASH_BYTES[info.prf_hash]:
-        raise DecodeError(UNSUPPORTED, "traffic secret of the wrong length for the suite")
-    prefix = b"TLS 1.3, " if draft is not None and draft < DRAFT_TLS13_PREFIX else b"tls13 "
-    key = hkdf_expand_label(info.prf_hash, traffic_secret, b"key", b"", info.key_len, prefix=prefix)
-    iv = hkdf_expand_label(
-        info.prf_hash, traffic_secret, b"iv", b"", info.fixed_iv_len, prefix=prefix
-    )
-    header_aad = draft is None or draft >= DRAFT_HEADER_AAD
+    key, iv, header_aad = tls13_traffic_keys(info, traffic_secret, version)
     return Tls13Decryptor(info, key, iv, header_aad=header_aad)
-
-
-def tls13_next_secret(suite: int, traffic_secret: bytes) -> bytes:
-    """The next generation of an application traffic secret after KeyUpdate (RFC 8446 7.2)."""
-    info = lookup_suite(suite, tls13=True)
-    length = HASH_BYTES[info.prf_hash]
-    return hkdf_expand_label(info.prf_hash, traffic_secret, b"traffic upd", b"", length)
