@@ -43,10 +43,6 @@ CLOCK_JUMP_S = 3600.0
 #: Observations in a row that must agree on a jump before the clock takes it: one stray packet
 #: cannot move it, a clock that really stepped moves it within a few packets.
 CLOCK_CONFIRMATIONS = 4
-#: Anomaly of a connection that had a packet stamped more than CLOCK_JUMP_S off the capture
-#: clock while the clock did not follow: the packet stays in its connection (no idle split, no
-#: phantom connection) and moves neither the clock nor the sweeps (docs/state-budget.md).
-TIMESTAMP_JUMP = "capture.timestamp_jump"
 
 
 class CaptureClock:

@@ -28,9 +28,7 @@ from analyzer.decoding.events import (
 from analyzer.options import AnalyzeOptions
 from analyzer.packets import ACK, FIN, RST, SYN, decode
 from analyzer.tcp.budget import (
-    CLOCK_JUMP_S,
     HALF_OPEN_TIMEOUT_S,
-    TIMESTAMP_JUMP,
     CaptureClock,
     IdleMarks,
     TableCounters,
@@ -157,10 +155,10 @@ class FlowTable:
     def packet(self, seg: Segment, ts: float, ordinal: int, wire_len: int) -> None:
         src, dst, sport, dport, seq, ack, flags, _win, payload, plen, link, ip, tcp, odd = seg
         entry = self._table.get(flow_key(src, sport, dst, dport))
-        # A new connection's timestamp was observed by the clock already (``_budget``): the
-        # sweep below must not count it twice towards confirming a jump.
-        opened = entry is None or self._ends_before(entry[0], entry[1], flags, seq, ts)
-        if entry is None or opened:
+        if entry is None or (
+            (flags & SYN and not flags & ACK and self._restarts(entry[0], entry[1], seq))
+            or ts - entry[0].last_ts > self._idle_s
+        ):
             if entry is not None:
                 self._finish(entry[0], ts)
             entry = self._open(src, sport, dst, dport, flags, ts)
@@ -186,8 +184,6 @@ class FlowTable:
             # A pure ACK does not set this direction's base: a keep-alive probe carries
             # seq = next - 1 and would shift the stream by one byte.
             self._pure_ack(conn, direction, flags, ack, link, ip, tcp, ordinal, ts)
-            if ts >= self._next_sweep:
-                self._sweep(ts, observed=opened)
             return
         if flags & FIN and not flags & RST and not conn.fin[direction]:
             # (With RST the FIN says nothing more: the reset already ended both directions,
@@ -203,7 +199,7 @@ class FlowTable:
                     if pieces:
                         conn.feed(1 - direction, pieces, ordinal, ts)
         if ts >= self._next_sweep:
-            self._sweep(ts, observed=opened)
+            self._sweep(ts)
 
     def _pure_ack(
         self,
@@ -248,6 +244,8 @@ class FlowTable:
                     # It acknowledges bytes the capture never saw (Wireshark's "ACKed unseen
                     # segment"): nothing of ours to charge it to, and nothing to wait for.
                     conn.ledger.ack_unseen(direction, newest, link, ip, tcp)
+        if ts >= self._next_sweep:
+            self._sweep(ts)
 
     def _data(
         self,
@@ -356,32 +354,8 @@ class FlowTable:
             return True
         return asm.base != (seq + 1) % (1 << 32)
 
-    def _ends_before(
-        self, conn: Connection, direction: int, flags: int, seq: int, ts: float
-    ) -> bool:
-        """Whether this packet belongs to a new connection on the same 4-tuple: a SYN that is
-        no retransmission, or a packet after an idle timeout.
-
-        A gap between two timestamps of which one is off the capture clock by more than
-        ``CLOCK_JUMP_S`` is no idle time: one of them is a stray stamp (a bit flip, a host
-        clock error), and splitting the connection there would charge the rest of it to a
-        phantom.  The packet stays in its connection, which counts ``TIMESTAMP_JUMP``."""
-        if flags & SYN and not flags & ACK and self._restarts(conn, direction, seq):
-            return True
-        if ts - conn.last_ts <= self._idle_s:
-            return False
-        if self._off_clock(ts) or self._off_clock(conn.last_ts):
-            conn.anomalies[TIMESTAMP_JUMP] = conn.anomalies.get(TIMESTAMP_JUMP, 0) + 1
-            return False
-        return True
-
-    def _off_clock(self, ts: float) -> bool:
-        """``ts`` is further from the capture clock than the clock believes in one step."""
-        now = self._clock.now
-        return now is not None and abs(ts - now) > CLOCK_JUMP_S
-
     def _open(self, src: bytes, sport: int, dst: bytes, dport: int, flags: int, ts: float) -> Entry:
-        stray = self._budget(ts)
+        self._budget(ts)
         if _orig_is_source(flags, sport, dport):
             orig, resp = (src, sport), (dst, dport)
         else:
@@ -397,17 +371,14 @@ class FlowTable:
         self._table[flow_key(orig[0], orig[1], resp[0], resp[1])] = forward
         self._table[flow_key(resp[0], resp[1], orig[0], orig[1])] = backward
         self.counters.peak_open = max(self.counters.peak_open, len(self._table) // 2)
-        if stray:
-            conn.anomalies[TIMESTAMP_JUMP] = 1
         return forward if orig == (src, sport) else backward
 
-    def _budget(self, ts: float) -> bool:
+    def _budget(self, ts: float) -> None:
         """Before a connection opens: the clock hears of it, and the bound makes room.
 
         Every new connection is an observation of the clock (SYNs always take the general
         path, so both paths see the same ones): a clock that stepped back, whose packets never
-        reach the next sweep time, is confirmed here and the sweeps start again from it.
-        Returns whether the clock turned ``ts`` away (a jump not, or not yet, confirmed)."""
+        reach the next sweep time, is confirmed here and the sweeps start again from it."""
         clock = self._clock
         jumps = clock.jumps
         now = clock.observe(ts)
@@ -415,7 +386,6 @@ class FlowTable:
             self._next_sweep = now
         if len(self._table) >= 2 * self._max_open:
             self._evict()
-        return clock.pending
 
     def _evict(self) -> None:
         """The table is full: evict a batch, half-open connections first, then the longest
@@ -449,14 +419,13 @@ class FlowTable:
         self._sweep(ts)
         return self._next_sweep
 
-    def _sweep(self, ts: float, *, observed: bool = False) -> None:
+    def _sweep(self, ts: float) -> None:
         # The capture clock, not this packet's timestamp: one packet stamped far ahead (a bit
         # flip, a clock step) must not make every connection look idle, nor one far behind
         # stop the sweeps.  While a jump waits for confirmation, nothing is retired and the
         # next packets (still past the sweep time) are asked again.
-        # (``observed``: the packet's timestamp was observed when its connection opened.)
         clock = self._clock
-        now = clock.observe(ts) if not observed or clock.now is None else clock.now
+        now = clock.observe(ts)
         if clock.pending:
             return
         self._next_sweep = now + SWEEP_INTERVAL_S
