@@ -70,9 +70,6 @@ _CONNECTION: Final[Mapping[str, str]] = {
     "still charged and read for its other flags",
     "tcp.rst_out_of_window": "a reset whose sequence number is outside the window (ignored as "
     "a close, charged to control)",
-    "capture.timestamp_jump": "a packet stamped more than an hour off the capture clock, which "
-    "did not follow it: the packet stays in its connection and moves no timeout "
-    "(docs/state-budget.md)",
     "tcp.evicted": "the connection was retired early because the state budget was full "
     "(too many open connections)",
     "tcp.gap": "bytes missing from the stream (the capture dropped segments)",
