@@ -30,10 +30,14 @@ Ledger, per record:
   (``tlscrypto.fixed_expansion_bytes``: a lower bound for CBC, whose padding is unknowable) are
   ``TLS``, the rest ``OPAQUE``.  ``SetupEnded`` marks the first application data record.
 
-With keys, 0-RTT records (RFC 8446 4.2.10) are held until the ServerHello names the suite, then
-read with the early secret; without it, the first client record the handshake secret opens ends
-the early data, and the unreadable record just before it was EndOfEarlyData (setup) when
-EncryptedExtensions accepted early data.  A record that fails to authenticate is anomaly
+With keys, 0-RTT records (RFC 8446 4.2.10) are held until the ServerHello names the suite and,
+when the server's handshake secret is logged, until its EncryptedExtensions say which ALPN the
+connection speaks and whether early data was accepted (the facts of every TLS 1.3 handshake,
+full, resumed or 0-RTT, come from there); then they are read with the early secret, unless the
+server rejected them (it never read them either, so they are undecoded).  Without the early
+secret, the first client record the handshake secret opens ends the early data, and the
+unreadable record just before it was EndOfEarlyData (setup) when EncryptedExtensions accepted
+early data.  A record that fails to authenticate is anomaly
 ``tls.decrypt_failed``; that direction is not decrypted again (its sequence number is lost).
 
 TLS 1.3 without keys (Wireshark's heuristic): the server's protected records from its ServerHello
@@ -237,9 +241,19 @@ class TlsDecoder(RecordProtection):
         # resolve through its finish.
 
     def _after_record(self, out: list[Event]) -> None:
-        """Client records held for the ServerHello can go once it has been read."""
-        if self._hs is not None and self._hs.server is not None:  # (a retry is not kept)
+        """Client records held for the server's word can go once it has been read."""
+        if not self._awaiting_server():
             self._release_held(self._client, out)
+
+    def _awaiting_server(self) -> bool:
+        """0-RTT records wait for the ServerHello (which suite, which keys) and, when the server's
+        handshake can be read, for its EncryptedExtensions: the ALPN the early data speaks and
+        whether the server took it at all (RFC 8446 4.2.10) are there, not in the ServerHello."""
+        hs = self._hs
+        if hs is None or hs.server is None:  # (a retry is not kept: HRR leaves it None)
+            return True
+        server = self._dirs[1 - self._client]
+        return hs.tls13 and hs.early_accepted is None and server.hs_parse
 
     def _record(
         self,
@@ -278,7 +292,7 @@ class TlsDecoder(RecordProtection):
             add_span(out, d, start, end, CONTROL, TLS)
 
     def _holds(self, d: int, ctype: int) -> bool:
-        """0-RTT data comes before the ServerHello that says which keys it needs."""
+        """0-RTT data comes before the server flight that says how to read it."""
         hs = self._hs
         return (
             ctype == APPLICATION_DATA
@@ -286,8 +300,8 @@ class TlsDecoder(RecordProtection):
             and hs is not None
             and hs.client is not None
             and hs.client.early_data
-            and hs.server is None
             and not self._replaying_early
+            and self._awaiting_server()
         )
 
     def _release_held(self, d: int, out: list[Event]) -> None:

@@ -184,6 +184,8 @@ class RecordProtection(ConnectionState):
         """A 1.3 client record after 0-RTT was offered: early keys, else the handshake keys
         (the first record they open ends the early data), else undecryptable 0-RTT."""
         st = self._dirs[d]
+        if self._hs is not None and self._hs.early_accepted is False:
+            st.early = None  # rejected: the server skipped these records (RFC 8446 4.2.10)
         if st.early is not None:
             try:
                 return st.early.decrypt(ctype, version, fragment)
