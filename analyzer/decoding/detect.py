@@ -236,7 +236,7 @@ REGISTRY = Registry(
             opening=_lazy("analyzer.protocols.nats:detect_opening"),
             ports=(4222,),
         ),
-        # Reached only through an HTTP/1.1 Upgrade (protocols/http1/decoder.py): no opening.
+        # Reached only through an HTTP/1.1 Upgrade (protocols/http1/upgrade.py): no opening.
         ProtocolSpec(
             name="websocket",
             title="WebSocket",
