@@ -282,7 +282,7 @@ REGISTRY = Registry(
             opening=_nats_opening,
             ports=(4222,),
         ),
-        # Reached only through an HTTP/1.1 Upgrade (protocols/http1/decoder.py): no opening.
+        # Reached only through an HTTP/1.1 Upgrade (protocols/http1/upgrade.py): no opening.
         ProtocolSpec(
             name="websocket",
             title="WebSocket",
