@@ -37,7 +37,9 @@ from analyzer.decoding.events import (
     Span,
 )
 from analyzer.options import DecodeOptions
-from analyzer.protocols.amqp import decoder as amqp
+from analyzer.protocols.amqp import channels as amqp_channels
+from analyzer.protocols.amqp import framing as amqp_framing
+from analyzer.protocols.amqp import wire as amqp_wire
 from analyzer.protocols.amqp.decoder import AmqpDecoder
 
 try:
@@ -494,7 +496,7 @@ def test_gap_across_frames_loses_the_content_and_resyncs() -> None:
 
 
 def test_a_frame_bigger_than_the_buffer_bound_streams_past(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(amqp, "MAX_BUFFERED_FRAME_BYTES", 1024)
+    monkeypatch.setattr(amqp_framing, "MAX_BUFFERED_FRAME_BYTES", 1024)
     data = publish(1, bytes(10_000)) + publish(1, b"after")
     decoder = make()
     events = []
@@ -512,7 +514,7 @@ def test_a_frame_bigger_than_the_buffer_bound_streams_past(monkeypatch: pytest.M
 def test_huge_non_body_frame_is_taken_as_corrupt_and_skipped(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(amqp, "MAX_BUFFERED_FRAME_BYTES", 64)
+    monkeypatch.setattr(amqp_framing, "MAX_BUFFERED_FRAME_BYTES", 64)
     big = method(commands.Queue.Declare(queue="q" * 200), 1)
     result = run(make, [(ORIG, big + HEARTBEAT)])
     assert result.anomalies["amqp.frame_too_large"] == 1
@@ -676,7 +678,7 @@ def test_nowait_consumer_with_no_ack_needs_no_consume_ok() -> None:
 
 
 def test_many_unconfirmed_publishes_mean_no_confirms(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(amqp, "MAX_UNCONFIRMED_GUESSES", 3)
+    monkeypatch.setattr(amqp_channels, "MAX_UNCONFIRMED_GUESSES", 3)
     decoder = make()
     events: list[Event] = []
     for ordinal in range(1, 6):
@@ -825,7 +827,7 @@ def pamqp_fields(payload: bytes) -> tuple[str, ...] | None:
     value = factory()
     try:
         value.unmarshal(payload[4:])
-    except amqp._PAMQP_ERRORS:
+    except amqp_wire._PAMQP_ERRORS:
         return None
     return described(value)
 
@@ -857,9 +859,9 @@ def test_methods_unpacked_by_hand_read_as_pamqp_reads_them_whole_cut_and_damaged
     # The decoder unpacks content-carrying methods and acks with struct (they come once per
     # message); every prefix, a bad UTF-8 octet and trailing bytes must read as pamqp reads them.
     payload = method(value)[7:-1]  # frame header and frame-end off: the method payload
-    assert amqp._decode_method(payload) is not None
+    assert amqp_wire._decode_method(payload) is not None
     damaged = [payload[:n] for n in range(len(payload) + 1)] + [payload + b"\x00\x01"]
     damaged += [payload[:i] + b"\xff" + payload[i + 1 :] for i in range(4, len(payload))]
     for data in damaged:
-        ours = amqp._decode_method(data)
+        ours = amqp_wire._decode_method(data)
         assert (None if ours is None else described(ours)) == pamqp_fields(data), data
