@@ -484,6 +484,11 @@ class ConnectionLedger:
                 self.answers[event.message] = event.ordinal
                 if event.waits != 1:
                     self.waits[event.message] = event.waits
+            elif state is not None and event.waits > self.waits.get(event.message, 1):
+                # A decoder may learn only later that the answer ended more waits (HTTP
+                # ``100 Continue``, known once the body followed it): the first answer's
+                # ordinal stands, its waits rise.
+                self.waits[event.message] = event.waits
         elif type(event) is MessageEnded:
             state = self.messages.get(event.message)
             if state is not None:

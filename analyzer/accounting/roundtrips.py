@@ -41,7 +41,8 @@ def message_round_trips(
     """Round trips charged to each message, in the order given.
 
     ``waits`` maps a message's index to the waits its answer ends when that is not one: an MQTT
-    QoS 2 flow waits for PUBREC and then, after PUBREL, for PUBCOMP, so its answer counts two.
+    QoS 2 flow waits for PUBREC and then, after PUBREL, for PUBCOMP, so its answer counts two;
+    an HTTP/1.1 request whose body waited for ``100 Continue`` counts two the same way.
     """
     result = [0.0] * len(messages)
     for sender in (ORIG, RESP):

@@ -112,7 +112,9 @@ class MessageAnswered:
     ordinal: int
     ts: float
     #: waits on the critical path this answer ends: 2 for an MQTT QoS 2 PUBREC, whose sender
-    #: then waits again (PUBREL, PUBCOMP) before the flow is over (DESIGN.md section 4)
+    #: then waits again (PUBREL, PUBCOMP) before the flow is over, and for an HTTP
+    #: ``100 Continue`` the client waited for before sending the body; a repeated answer of the
+    #: same message only raises this (DESIGN.md section 4)
     waits: int = 1
 
 

@@ -134,6 +134,7 @@ class FastPath(Gaps):
             if (
                 b"upgrade" in fields
                 or b"transfer-encoding" in fields
+                or b"expect" in fields  # (rare: ``_request_head`` notes the expectation)
                 or exchange.method == TUNNEL_METHOD
             ):
                 length = None

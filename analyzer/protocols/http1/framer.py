@@ -39,6 +39,8 @@ from analyzer.protocols.http1.state import (
 )
 from analyzer.protocols.http1.wire import (
     BLANK_LINES,
+    CONTINUE,
+    CONTINUE_EXPECTATION,
     CRLF,
     HEAD_END,
     HEX_DIGITS,
@@ -255,6 +257,9 @@ class Framer(Resync):
         upgrade = fields.get(b"upgrade")
         exchange.switch = upgrade is not None or exchange.method == TUNNEL_METHOD
         exchange.upgrade = (upgrade or b"").lower()
+        expect = fields.get(b"expect")
+        if expect is not None:
+            exchange.expect_continue = expect.strip(b" \t").lower() == CONTINUE_EXPECTATION
         coding = fields.get(b"transfer-encoding")
         if coding is not None:
             # RFC 9112 section 6.3 item 4: only chunked as the last coding frames a request.
@@ -281,6 +286,8 @@ class Framer(Resync):
                 return
             if status == SWITCHING_PROTOCOLS:
                 self._out.append(Anomaly("http1.unexpected_switch"))
+            if status == CONTINUE:
+                self._continue_seen(st, exchange)
             # RFC 9110 section 15.2: an interim response; the final one follows.
             st.exchange = None
             return
@@ -293,6 +300,18 @@ class Framer(Resync):
         if exchange is self._hold_exchange:
             # Not switching after all: orig's held bytes are HTTP/1.1 again.
             self._release_hold()
+
+    def _continue_seen(self, st: Direction, exchange: Exchange) -> None:
+        """RFC 9110 section 10.1.1: a ``100 Continue`` to a request that expects it, before any
+        byte of its body: if the body follows, the client waited for this answer."""
+        if (
+            exchange.expect_continue
+            and exchange.continued is None
+            and exchange.request_body_bytes == 0
+            and self._dirs[ORIG].exchange is exchange  # the request is not over yet
+        ):
+            assert exchange.resp_start is not None  # (set by this response's status line)
+            exchange.continued = self._origin(st, exchange.resp_start)
 
     def _begin_response_body(
         self, st: Direction, exchange: Exchange, status: int, fields: dict[bytes, bytes]
@@ -430,6 +449,11 @@ class Framer(Resync):
             self._out.append(
                 MessageNote(message, "request_body_bytes", exchange.request_body_bytes)
             )
+            if exchange.continued is not None and exchange.request_body_bytes:
+                # The body followed the 100 it waited for: that answer ends two waits, the
+                # 100's and the final response's (DESIGN.md section 4).
+                ordinal, ts = exchange.continued
+                self._out.append(MessageAnswered(message, ordinal, ts, waits=2))
             if exchange.switch and not exchange.final_seen:
                 self._hold_orig(st, exchange)
             return

@@ -38,6 +38,8 @@ class Exchange:
 
     __slots__ = (
         "answered",
+        "continued",
+        "expect_continue",
         "final_seen",
         "message",
         "method",
@@ -58,6 +60,11 @@ class Exchange:
         self.switch = False
         self.upgrade = b""
         self.answered = False
+        #: the request carried ``Expect: 100-continue``
+        self.expect_continue = False
+        #: (ordinal, ts) of a ``100 Continue`` that came before any request body byte: the
+        #: client may have waited for it (decided once the request ends)
+        self.continued: tuple[int, float] | None = None
         self.final_seen = False
         self.request_body_bytes = 0
         self.response_body_bytes = 0

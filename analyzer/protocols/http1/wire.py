@@ -68,10 +68,12 @@ def request_line(buf: bytes | bytearray, start: int, end: int) -> tuple[bytes, b
 BLANK_LINES = re.compile(rb"[\r\n]+")
 HEX_DIGITS = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
-#: Header fields that decide framing or a protocol switch; the others are not looked at.  A
-#: field line is found by the LF before it (the start line's ends the first), which lets the
-#: regex engine skip from LF to LF instead of trying a match at every byte.
-_FRAMING_FIELD = re.compile(rb"(?i)\n(content-length|transfer-encoding|upgrade)[ \t]*:([^\n]*)")
+#: Header fields that decide framing, a protocol switch or a wait (Expect); the others are not
+#: looked at.  A field line is found by the LF before it (the start line's ends the first),
+#: which lets the regex engine skip from LF to LF instead of trying a match at every byte.
+_FRAMING_FIELD = re.compile(
+    rb"(?i)\n(content-length|transfer-encoding|upgrade|expect)[ \t]*:([^\n]*)"
+)
 #: Bytes that start an empty line (see ``BLANK_LINES``).
 CRLF = b"\r\n"
 #: RFC 9110 sections 15.3.5 and 15.4.5: these statuses never carry content.
@@ -81,6 +83,10 @@ NO_CONTENT_METHODS = frozenset({b"HEAD"})
 #: RFC 9110 section 9.3.6: a 2xx to CONNECT turns the connection into a tunnel.
 TUNNEL_METHOD = b"CONNECT"
 SWITCHING_PROTOCOLS = 101
+#: RFC 9110 section 10.1.1: the one expectation defined; the client may wait for this interim
+#: status before it sends the body.
+CONTINUE = 100
+CONTINUE_EXPECTATION = b"100-continue"
 #: RFC 7540 section 3.2: the token a client uses to ask for HTTP/2 over cleartext.
 H2C_TOKEN = b"h2c"
 #: RFC 6455 section 4.2.2: the server's 101 carries "Upgrade: websocket" (case-insensitive).
