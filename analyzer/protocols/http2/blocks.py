@@ -184,6 +184,8 @@ class _Blocks(_Bodies):
         else:
             stream.decoded[direction] = decoded + fields.size
             self._note_fields(stream, fields, request)
+            if fields.grpc and request and direction == ORIG and stream.grpc is None:
+                self._open_call(stream, fields)
         if stream.stream_id not in self._streams:
             self._note_hpack(stream)  # a late block (after RST_STREAM) updates the figure
         if end_stream:

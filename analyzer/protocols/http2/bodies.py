@@ -24,7 +24,7 @@ from analyzer.protocols.http2.frames import (
     PADDED,
     _Buffer,
 )
-from analyzer.protocols.http2.messages import _Messages
+from analyzer.protocols.http2.grpc_calls import Call, _Grpc
 from analyzer.protocols.http2.state import (
     _Block,
     _Body,
@@ -34,7 +34,7 @@ from analyzer.protocols.http2.state import (
 )
 
 
-class _Bodies(_Messages):
+class _Bodies(_Grpc):
     """Charges the bodies of streamed frames to their messages."""
 
     def _start_body(
@@ -158,6 +158,10 @@ class _Bodies(_Messages):
                 body.payload_to = body.length - pad
         first, last = body.done, body.done + n
         body.done = last
+        call = body.stream.grpc if body.stream is not None else None
+        if call is not None:
+            self._count_grpc(side.direction, body, call, data, at, first, last, offset)
+            return
         if data is None:
             return  # gap bytes need no span: no packet carried them
         if body.payload_from <= first and last <= body.payload_to:
@@ -187,3 +191,31 @@ class _Bodies(_Messages):
             return
         if body.frame_type == DATA and body.flags & END_STREAM:
             self._end_side(body.stream, side.direction)
+
+    def _count_grpc(
+        self,
+        direction: int,
+        body: _Body,
+        call: Call,
+        data: _Buffer | None,
+        at: int,
+        first: int,
+        last: int,
+        offset: int,
+    ) -> None:
+        """``_count_body`` for a gRPC stream: the payload goes to the call's messages."""
+        for lo, hi, layer in (
+            (0, body.payload_from, FRAMING),
+            (body.payload_from, body.payload_to, PAYLOAD),
+            (body.payload_to, body.length, FRAMING),
+        ):
+            lo, hi = max(lo, first), min(hi, last)
+            if lo >= hi:
+                continue
+            where = offset + lo - first
+            if layer == PAYLOAD:
+                self._grpc_payload(
+                    direction, call, data, at + lo - first, hi - lo, where, self._now
+                )
+            elif data is not None:
+                self._span(direction, where, where + hi - lo, body.owner, layer)

@@ -61,6 +61,8 @@ class _Messages:
         self._last: list[list[int] | None] = [None, None]
         #: whole frames decoded, by frame type (an octet): a list, as it counts every frame
         self._frame_counts = [0] * 256
+        #: ids of open streams that carry a gRPC call
+        self._grpc_streams: set[int] = set()
 
     # --- event plumbing ------------------------------------------------------------------
 
@@ -213,6 +215,7 @@ class _Messages:
         """Move a stream to the bounded memory of closed ones (late frames still find it)."""
         if self._streams.pop(stream.stream_id, None) is None:
             return
+        self._grpc_streams.discard(stream.stream_id)
         self._closed[stream.stream_id] = stream
         if len(self._closed) > self._bounds.closed_streams:
             oldest = next(iter(self._closed))

@@ -5,11 +5,14 @@ assembled and one streamed body's."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from hpack import Decoder as HpackDecoder
 
 from analyzer.protocols.http2.frames import MAX_HEADER_LIST_BYTES
+
+if TYPE_CHECKING:
+    from analyzer.protocols.http2.grpc_calls import Call
 from analyzer.protocols.http2.hpack_memo import Entry, entries, replay, scan
 
 #: Characters kept of a path or authority note.
@@ -23,6 +26,8 @@ MAX_CACHED_BLOCK_BYTES: Final = 256
 #: Request pseudo-header fields (RFC 9113 section 8.3.1) noted, in this order.
 REQUEST_NOTES: Final = (("method", b":method"), ("path", b":path"), ("authority", b":authority"))
 
+#: The content-type of a gRPC request (gRPC over HTTP/2), without +format or parameters.
+GRPC_CONTENT_TYPE: Final = b"application/grpc"
 #: RFC 7541 section 4.1: an entry's size is its name and value octets plus 32.
 HPACK_ENTRY_OVERHEAD: Final = 32
 
@@ -36,11 +41,13 @@ class _Decoded:
     """What the decoder keeps of a decoded header block (shared when a block repeats), with
     the notes it gives made once: a repeated block then costs no text decoding."""
 
-    __slots__ = ("request_notes", "size", "status")
+    __slots__ = ("grpc", "request_notes", "size", "status")
 
-    def __init__(self, size: int, pseudo: dict[bytes, bytes]) -> None:
+    def __init__(self, size: int, pseudo: dict[bytes, bytes], grpc: bool = False) -> None:
         """``pseudo``: the pseudo-header fields (RFC 9113 section 8.3), the last one of a
-        repeated name."""
+        repeated name; ``grpc``: a content-type of application/grpc (or +proto etc.)."""
+        #: as a request's block, it opens a gRPC call (gRPC over HTTP/2, Requests)
+        self.grpc = grpc
         #: RFC 7541 section 4.1 size of its fields: name + value octets + 32 each
         self.size = size
         #: the notes of the block as a request's: (key, text) in REQUEST_NOTES order
@@ -65,6 +72,7 @@ class _Stream:
         "decoded",
         "encoded",
         "ended",
+        "grpc",
         "kind",
         "message",
         "stream_id",
@@ -72,6 +80,8 @@ class _Stream:
 
     def __init__(self, stream_id: int, message: int, kind: str, ended: list[bool]) -> None:
         self.stream_id = stream_id
+        #: the gRPC call the stream carries, once its request headers said so
+        self.grpc: Call | None = None
         self.message = message
         #: "stream" or "push"
         self.kind = kind
@@ -242,6 +252,7 @@ def _decode(hpack: HpackDecoder, block: bytes) -> tuple[_Decoded, list[tuple[byt
     """Decode a header block (raises HPACKError): its size and pseudo-header fields, and the
     fields themselves in order."""
     size = 0
+    grpc = False
     pseudo: dict[bytes, bytes] = {}
     # A list of HeaderTuple (hpack types it as an Iterable): read twice, here and by the memo.
     fields: list[tuple[bytes, bytes]] = list(hpack.decode(block, True))
@@ -249,7 +260,17 @@ def _decode(hpack: HpackDecoder, block: bytes) -> tuple[_Decoded, list[tuple[byt
         size += len(name) + len(value) + HPACK_ENTRY_OVERHEAD
         if name.startswith(b":"):
             pseudo[bytes(name)] = bytes(value)
-    return _Decoded(size, pseudo), fields
+        elif name == b"content-type" and _is_grpc(value):
+            grpc = True
+    return _Decoded(size, pseudo, grpc), fields
+
+
+def _is_grpc(content_type: bytes) -> bool:
+    """application/grpc, alone or with a +format or ;parameters (gRPC over HTTP/2)."""
+    value = content_type.lower()
+    return value == GRPC_CONTENT_TYPE or value.startswith(
+        (b"application/grpc+", b"application/grpc;")
+    )
 
 
 def _same_table(a: tuple[object, int, int, int], b: tuple[object, int, int, int]) -> bool:

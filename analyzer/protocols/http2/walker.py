@@ -147,7 +147,7 @@ class _Walker(_Control):
             when = now if start >= fresh else held_when
             end = i + FRAME_HEADER_BYTES + length
             if frame_type == DATA:
-                if end > available or flags & PADDED:
+                if end > available or flags & PADDED or stream_id in self._grpc_streams:
                     # Streamed: the body is counted as it arrives, never held.
                     self._start_body(side, length, frame_type, flags, stream_id, start, when)
                     return i + FRAME_HEADER_BYTES
