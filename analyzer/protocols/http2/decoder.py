@@ -1,12 +1,14 @@
 """HTTP/2 decoder: frames (RFC 9113) and HPACK header blocks (RFC 7541) to messages and spans.
 
 Layout: ``frames`` (frame header rules and bounds), ``state`` (per-direction HPACK and
-per-stream state), ``messages`` (event plumbing, streams as messages), ``bodies`` (streamed
-DATA bodies), ``blocks`` (header blocks), ``control`` (connection-level and unsolicited frames),
-``walker`` (cutting each direction into frames); each layer is a base class of the next, and
-``Http2Decoder`` here is the StreamDecoder interface on top.
+per-stream state), ``messages`` (event plumbing, streams as messages), ``grpc_calls`` (gRPC
+messages in DATA payload), ``bodies`` (streamed DATA bodies), ``blocks`` (header blocks),
+``control`` (connection-level and unsolicited frames), ``walker`` (cutting each direction into
+frames); each layer is a base class of the next, and ``Http2Decoder`` here is the StreamDecoder
+interface on top.
 
-One message per stream (DESIGN.md section 2).  The decoder observes both directions of a
+One message per stream (DESIGN.md section 2), plus, on a gRPC call's stream, one per
+length-prefixed message (``grpc_calls``).  The decoder observes both directions of a
 connection, which h2's ``H2Connection`` cannot do (it rejects an observer and merges CONTINUATION
 frames, whose 9-byte headers the ledger must count).  So frames are cut by their own 24-bit length
 field, header-bearing bodies are parsed with hyperframe, and header blocks are decoded with one
