@@ -13,14 +13,17 @@ from analyzer.protocols.http2.decoder import PREFACE
 
 if TYPE_CHECKING:
     from tests.decoder_harness import Result, Step, all_ways, run
-    from tests.test_http2 import ACK, Made, data, headers, settings
+    from tests.test_http2 import ACK, CAPTURES, Made, capture, data, headers, settings
+    from tests.tshark import fields
 else:
     try:
         from tests.decoder_harness import Result, Step, all_ways, run
-        from tests.test_http2 import ACK, Made, data, headers, settings
+        from tests.test_http2 import ACK, CAPTURES, Made, capture, data, headers, settings
+        from tests.tshark import fields
     except ModuleNotFoundError:  # tests/ is no package: pytest put tests/ itself on sys.path
         from decoder_harness import Result, Step, all_ways, run
-        from test_http2 import ACK, Made, data, headers, settings
+        from test_http2 import ACK, CAPTURES, Made, capture, data, headers, settings
+        from tshark import fields
 
 PATH = "/echo.Echo/Say"
 REQUEST = [
@@ -179,3 +182,18 @@ def test_a_stream_without_grpc_content_type_has_no_grpc_messages() -> None:
     call.send(ORIG, data(1, lpm(b"ping!")))
     call.end()
     assert grpc_messages(run(Made(), call.steps)) == []
+
+
+def test_a_real_capture_has_the_messages_tshark_finds() -> None:
+    """tshark's grpc dissector lists each complete message's length; ours must agree, and the
+    message the capture cuts off (tshark shows none) is named."""
+    name = "wireshark/grpc_stream_reassembly_sample.pcapng.gz"
+    rows = fields(CAPTURES / name, ["tcp.stream", "grpc.message_length"], "-Y", "grpc")
+    for stream in (0, 1):
+        theirs = sorted(int(n) for row in rows if row[0] == str(stream) for n in row[1].split(","))
+        whole = run(Made(), list(capture(name, stream)))
+        ended = {e.message for e in whole.ended}
+        ours = [m.message for m in grpc_messages(whole)]
+        assert sorted(octets(whole, m)[1] for m in ours if m in ended) == theirs
+        assert all(octets(whole, m)[0] == 5 for m in ours)
+        assert whole.anomalies["grpc.truncated_message"] == len(ours) - len(theirs)

@@ -242,4 +242,5 @@ class Http2Decoder(_Walker):
             self._finish_side(side)
         for stream in list(self._streams.values()):
             self._note_hpack(stream)
+            self._grpc_finish(stream)
         return self._take()

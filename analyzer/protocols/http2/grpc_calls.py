@@ -122,6 +122,17 @@ class _Grpc(_Messages):
         if direction == RESP:
             self._grpc_answer(call, when)
 
+    def _grpc_finish(self, stream: _Stream) -> None:
+        """The capture ended with the stream open: a message still open was cut off."""
+        call = stream.grpc
+        if call is None:
+            return
+        for direction in (ORIG, RESP):
+            problem = call.framers[direction].finish()
+            if problem is not None and not call.named[direction]:
+                call.named[direction] = True
+                self._anomaly(problem)
+
     def _end_side(self, stream: _Stream, direction: int) -> None:
         if stream.grpc is not None:
             self._grpc_side_ended(stream, direction, self._now)
