@@ -135,6 +135,12 @@ _CONNECTION: Final[Mapping[str, str]] = {
     "http2.frame_on_forgotten_stream": "a frame on a stream closed and forgotten long ago",
     "http2.too_many_open_streams": "more open streams than the bound; the oldest was written out "
     "as it stood",
+    # gRPC (on HTTP/2)
+    "grpc.bad_prefix": "a length prefix whose compressed flag is neither 0 nor 1: the rest of the "
+    "stream is not cut into messages",
+    "grpc.prefix_lost": "a gap fell inside a length prefix: the stream's later messages cannot "
+    "be found",
+    "grpc.truncated_message": "the stream ended inside a message",
     # AMQP 0-9-1
     "amqp.protocol_version": "a protocol header other than AMQP 0-9-1",
     "amqp.unsynced_start": "the capture starts mid-connection out of frame step; resynchronised",
