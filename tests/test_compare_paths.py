@@ -379,7 +379,15 @@ def test_live_run_has_every_case_tls_included_beside_the_synthetic_one(tmp_path:
     assert {(label, name) for label, name, *_ in rows} == {
         (c.label, name)
         for c in result.measurements
-        for name in ("marginal_bytes", "loaded_bytes", "round_trips", "handshakes")
+        for name in (
+            "marginal_bytes",
+            "loaded_bytes",
+            "message_bytes",
+            "tls_bytes",
+            "tcp_ip_bytes",
+            "round_trips",
+            "handshakes",
+        )
     }
     assert all(ok for _, name, _, _, ok in rows if name == "handshakes")
     text = (tmp_path / "live" / "report.md").read_text()
@@ -410,7 +418,7 @@ def test_notification_answers_carry_no_body_and_match_the_truth(
     wire = b"".join(f for _, f in generated.frames)
     if protocol == "http1":
         assert f"HTTP/1.1 {status} ".encode() in wire
-        assert (b"Content-Length: 0" in wire) == (status == 202)
+        assert (b"content-length: 0" in wire) == (status == 202)
 
 
 @pytest.mark.parametrize(

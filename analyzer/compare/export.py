@@ -17,7 +17,7 @@ from analyzer.compare.charts import ChartData
 from analyzer.compare.claims import Claim
 from analyzer.compare.endtoend import PathFigures, overhead_bytes, path_figures
 from analyzer.compare.matrix import Case, CompareResult
-from analyzer.compare.sections import LIVE_TOLERANCE, live_differences
+from analyzer.compare.sections import LIVE_TOLERANCE, live_differences, live_reason
 from analyzer.compare.timing import BANDWIDTH_BITS_PER_S, MODEL, NETWORKS, path_time_s, per_second
 
 SCHEMA = "wireprobe.compare/1"
@@ -102,7 +102,14 @@ def matrix_json(
         "live_against_synthetic": {
             "tolerance": {k: {"kind": v[0], "bound": v[1]} for k, v in LIVE_TOLERANCE.items()},
             "figures": [
-                {"case": label, "figure": name, "live": live, "synthetic": model, "within": ok}
+                {
+                    "case": label,
+                    "figure": name,
+                    "live": live,
+                    "synthetic": model,
+                    "within": ok,
+                    "why": live_reason(name, ok),
+                }
                 for label, name, live, model, ok in live_differences(result)
             ],
         },

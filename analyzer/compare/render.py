@@ -145,13 +145,16 @@ def run_note(result: CompareResult) -> str:
 
 
 LIVE_NOTE = (
-    "Each live case beside the same case generated (analyzer.synth), figure by figure; "
-    "'NO' marks a difference beyond the stated tolerance (bytes: a share of the synthetic "
-    "figure; counts: an absolute bound). Where they differ, the recordings show why: httpx and "
-    "hypercorn write an HTTP message's head and body in two segments, each acknowledged on its "
-    "own on loopback, with TCP timestamps (12 bytes a segment), and send more header fields "
-    "than the generator; with TLS 1.3 the server's session tickets arrive before the client's "
-    "first request, which the analyzer counts as one more setup round trip."
+    "Each live case beside the same case generated (analyzer.synth), figure by figure, and "
+    "each message's bytes split into what the protocol writes (message_bytes: framing and "
+    "payload), TLS records and TCP/IP headers, so like is compared with like. 'NO' marks a "
+    "difference beyond the stated tolerance (bytes: a share of the synthetic figure; counts: an "
+    "absolute bound), with why where the real stacks are entitled to it: the generator sends "
+    "the real peers' HTTP/1.1 header set, but Linux adds TCP timestamps (12 bytes a segment), "
+    "httpx and hypercorn write a message's head and body in two segments, each acknowledged on "
+    "its own on loopback, and seal them in separate TLS records; with TLS 1.3 the server's "
+    "session tickets arrive before the client's first request, which the analyzer counts as "
+    "one more setup round trip."
 )
 
 

@@ -19,17 +19,31 @@ from analyzer.synth.conversation import Chunk, Conversation, Flight, MessageInfo
 
 HOST = b"synth.wireprobe.test"
 RESPONSE_BODY = b'{"status":"ok"}'
-REASONS = {200: b"OK", 202: b"Accepted", 204: b"No Content"}
+#: The header set (and sizes) real peers send, so live and generated runs compare (issue 14):
+#: httpx's defaults, its user agent's length with the generator's name (19 bytes, as
+#: ``python-httpx/0.29.0``), and hypercorn's ``date`` and ``server``.  An IMF-fixdate is
+#: always 29 bytes (RFC 9110 section 5.6.7); the generator's clock starts on 2026-01-01.
+CLIENT_HEADERS = [
+    (b"Host", HOST),
+    (b"Accept", b"*/*"),
+    (b"Accept-Encoding", b"gzip, deflate"),
+    (b"Connection", b"keep-alive"),
+    (b"User-Agent", b"wireprobe-synth/1.0"),
+]
+SERVER_HEADERS = [(b"date", b"Thu, 01 Jan 2026 00:00:00 GMT"), (b"server", b"wireprobe-h11")]
+#: hypercorn (h11) sends an empty reason phrase, which RFC 9112 section 4 allows.
+REASON = b""
 
 
 def response_headers(status: int, body: bytes) -> list[tuple[bytes, bytes]]:
     """A JSON body's headers; a 202 says its empty length, a 204 has no length at all
     (RFC 9110 section 8.6: a server must not send Content-Length in a 204)."""
     if status == 204:
-        return []
+        return list(SERVER_HEADERS)
     return [
-        *([(b"Content-Type", b"application/json")] if body else []),
-        (b"Content-Length", str(len(body)).encode()),
+        *([(b"content-type", b"application/json")] if body else []),
+        (b"content-length", str(len(body)).encode()),
+        *SERVER_HEADERS,
     ]
 
 
@@ -57,9 +71,9 @@ def conversation(
 
 
 def _request(client: h11.Connection, message: int, payload: bytes) -> list[Chunk]:
-    headers = [(b"Host", HOST), (b"User-Agent", b"wireprobe-synth/1")]
+    headers = list(CLIENT_HEADERS)
     if payload:
-        headers += [(b"Content-Type", b"application/octet-stream")]
+        headers += [(b"content-type", b"application/octet-stream")]
         headers += [(b"Content-Length", str(len(payload)).encode())]
     method = b"POST" if payload else b"GET"
     head = client.send(h11.Request(method=method, target=b"/items", headers=headers))
@@ -78,8 +92,7 @@ def _respond(server: h11.Connection, message: int, status: int) -> list[Chunk]:
             raise AssertionError("the server did not get a whole request")
     body_bytes = RESPONSE_BODY if status == 200 else b""
     headers = response_headers(status, body_bytes)
-    reason = REASONS[status]
-    head = server.send(h11.Response(status_code=status, headers=headers, reason=reason))
+    head = server.send(h11.Response(status_code=status, headers=headers, reason=REASON))
     body = server.send(h11.Data(data=body_bytes)) if body_bytes else b""
     tail = server.send(h11.EndOfMessage())
     server.start_next_cycle()
