@@ -29,6 +29,8 @@ _LAYOUT = (
 )
 _CORRELATION_ID_BIT = 10
 _REPLY_TO_BIT = 9
+#: Most messages name neither: their flags say so, and nothing is walked (this runs per message).
+_RPC_FLAGS = (1 << _CORRELATION_ID_BIT) | (1 << _REPLY_TO_BIT)
 
 
 class RpcProperties(NamedTuple):
@@ -36,6 +38,9 @@ class RpcProperties(NamedTuple):
 
     correlation_id: str
     reply_to: str
+
+
+_NONE = RpcProperties("", "")
 
 
 def _text(raw: bytes) -> str:
@@ -46,13 +51,14 @@ def _text(raw: bytes) -> str:
 def rpc_properties(frame: bytes | bytearray | memoryview, pos: int, end: int) -> RpcProperties:
     """The correlation-id and reply-to of the content header whose payload is
     ``frame[pos:end]`` (class id first); empty ones when absent, malformed or not ``basic``."""
-    none = RpcProperties("", "")
     if end - pos < 14 or int.from_bytes(frame[pos : pos + 2], "big") != BASIC_CLASS:
-        return none
+        return _NONE
     flags = int.from_bytes(frame[pos + 12 : pos + 14], "big")
+    if not flags & _RPC_FLAGS:
+        return _NONE
     at = pos + 14
     if flags & 1:  # a continuation word: only properties past the fifteenth use it
-        return none if at + 2 > end else _walk(frame, flags, at + 2, end)
+        return _NONE if at + 2 > end else _walk(frame, flags, at + 2, end)
     return _walk(frame, flags, at, end)
 
 
@@ -66,14 +72,14 @@ def _walk(frame: bytes | bytearray | memoryview, flags: int, at: int, end: int) 
             continue
         width = 1 if kind == _SHORTSTR else 4
         if at + width > end:
-            return RpcProperties("", "")
+            return _NONE
         size = int.from_bytes(frame[at : at + width], "big")
         at += width
         if at + size > end:
-            return RpcProperties("", "")
+            return _NONE
         if bit in found:
             found[bit] = _text(bytes(frame[at : at + size]))
         at += size
     if at > end:
-        return RpcProperties("", "")
+        return _NONE
     return RpcProperties(found[_CORRELATION_ID_BIT], found[_REPLY_TO_BIT])
